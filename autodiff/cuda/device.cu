@@ -1,0 +1,90 @@
+// CUDA memory for tensors: stream-ordered allocation from the device's default memory pool.
+#include <cuda_runtime.h>
+
+#include <cstring>
+#include <cstdint>
+
+#include "autodiff/device.h"
+
+namespace remoe::device {
+namespace {
+
+// One non-blocking stream for all of remoe's work; created with the first use.
+cudaStream_t stream_handle() {
+  static cudaStream_t stream = [] {
+    cudaStream_t s = nullptr;
+    CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+    // NOTE: keep freed blocks in the pool: the default threshold (0) hands memory back to the
+    // driver at every synchronisation, turning each step's allocations into real cudaMallocs.
+    int dev = 0;
+    CUDA_CHECK(cudaGetDevice(&dev));
+    cudaMemPool_t pool = nullptr;
+    CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, dev));
+    uint64_t threshold = UINT64_MAX;
+    CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &threshold));
+    return s;
+  }();
+  return stream;
+}
+
+cudaMemcpyKind copy_kind(Device dst, Device src) {
+  if (dst == Device::cuda) return src == Device::cuda ? cudaMemcpyDeviceToDevice : cudaMemcpyHostToDevice;
+  return src == Device::cuda ? cudaMemcpyDeviceToHost : cudaMemcpyHostToHost;
+}
+
+}  // namespace
+
+bool cuda_built() { return true; }
+
+bool cuda_available() {
+  static const bool available = [] {
+    int count = 0;
+    return cudaGetDeviceCount(&count) == cudaSuccess && count > 0;
+  }();
+  return available;
+}
+
+std::string cuda_device_name() {
+  if (!cuda_available()) return "";
+  int dev = 0;
+  CUDA_CHECK(cudaGetDevice(&dev));
+  cudaDeviceProp prop{};
+  CUDA_CHECK(cudaGetDeviceProperties(&prop, dev));
+  return prop.name;
+}
+
+void* cuda_alloc(size_t bytes) {
+  REMOE_CHECK(cuda_available(), "cuda_alloc: no CUDA device is visible (cudaGetDeviceCount)");
+  void* ptr = nullptr;
+  if (bytes) CUDA_CHECK(cudaMallocAsync(&ptr, bytes, stream_handle()));
+  return ptr;
+}
+
+void cuda_free(void* ptr) {
+  if (ptr) CUDA_CHECK(cudaFreeAsync(ptr, stream_handle()));
+}
+
+void* cuda_stream() { return stream_handle(); }
+
+void copy(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes) {
+  if (!bytes) return;
+  if (dst_device == Device::cpu && src_device == Device::cpu) {
+    std::memcpy(dst, src, bytes);
+    return;
+  }
+  cudaStream_t s = stream_handle();
+  CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, copy_kind(dst_device, src_device), s));
+  // NOTE: host memory here is pageable and may be freed right after we return.
+  if (dst_device == Device::cpu || src_device == Device::cpu) CUDA_CHECK(cudaStreamSynchronize(s));
+}
+
+void zero(void* dst, Device device, size_t bytes) {
+  if (!bytes) return;
+  if (device == Device::cpu) {
+    std::memset(dst, 0, bytes);
+    return;
+  }
+  CUDA_CHECK(cudaMemsetAsync(dst, 0, bytes, stream_handle()));
+}
+
+}  // namespace remoe::device

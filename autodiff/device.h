@@ -1,0 +1,27 @@
+// Device memory: allocation, copies and the stream the CUDA backend runs on.
+// CUDA memory is stream-ordered (cudaMallocAsync / cudaFreeAsync on remoe's stream, from the
+// device's default pool, which keeps freed memory for reuse instead of returning it).
+// In a build without CUDA, or on a machine without a GPU, every CUDA entry point raises
+// remoe::Error saying so; cuda_available() tells beforehand.
+#pragma once
+
+#include <cstddef>
+
+#include "autodiff/tensor.h"
+
+namespace remoe::device {
+
+bool cuda_built();      // compiled with the CUDA backend
+bool cuda_available();  // compiled with it and a GPU is visible
+std::string cuda_device_name();  // "" when none
+
+void* cuda_alloc(size_t bytes);
+void cuda_free(void* ptr);
+void* cuda_stream();  // remoe's cudaStream_t, as void* for code that does not include CUDA
+
+// Copies bytes between any two devices; returns when the data can be read on the host
+// (device-to-host and host-to-device copies synchronise the stream).
+void copy(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes);
+void zero(void* dst, Device device, size_t bytes);
+
+}  // namespace remoe::device

@@ -1,0 +1,3 @@
+#include "autodiff/op_util.h"
+#include "autodiff/ops.h"
+#include "kernels/rmsnorm.h"

@@ -1,0 +1,24 @@
+// Weighted combine, the inverse of the permutation: y[t] = Σ_e gates[t, e] · expert_out[row_of[t, e]]
+// over the active pairs (row_of ≥ 0), e ascending. Token-major, no atomics, deterministic.
+// A token with no active expert gets y[t] = 0.
+//   expert_out: (N, d); gates: (T, E); row_of: (T, E) from permute_indices; y: (T, d).
+// Backward:
+//   dexpert_out[row_of[t, e]] = gates[t, e] · dy[t]
+//   dgates[t, e] = <dy[t], expert_out[row_of[t, e]]> when active, 0 otherwise.
+// Either output may be null.
+#pragma once
+
+#include <cstdint>
+
+namespace remoe::cpu {
+
+template <typename T>
+void combine_forward(T* y, const T* expert_out, const T* gates, const int32_t* row_of,
+                     int64_t n_tokens, int64_t n_experts, int64_t dim);
+
+template <typename T>
+void combine_backward(T* dexpert_out, T* dgates, const T* dy, const T* expert_out, const T* gates,
+                      const int32_t* row_of, int64_t n_tokens, int64_t n_experts, int64_t dim,
+                      int64_t n_rows);
+
+}  // namespace remoe::cpu

@@ -1,0 +1,1 @@
+#include "kernels/grouped_matmul.h"

@@ -1,0 +1,1 @@
+#include "kernels/moe_loss.h"

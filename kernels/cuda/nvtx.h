@@ -1,0 +1,23 @@
+// NVTX ranges: every CUDA launcher opens one, so an Nsight Systems timeline names each kernel's
+// op. Compiled away unless the build enables NVTX (meson option `nvtx`).
+#pragma once
+
+#ifdef REMOE_NVTX
+#include <nvtx3/nvToolsExt.h>
+#endif
+
+namespace remoe::cuda {
+
+class NvtxRange {
+ public:
+#ifdef REMOE_NVTX
+  explicit NvtxRange(const char* name) { nvtxRangePushA(name); }
+  ~NvtxRange() { nvtxRangePop(); }
+#else
+  explicit NvtxRange(const char*) {}
+#endif
+  NvtxRange(const NvtxRange&) = delete;
+  NvtxRange& operator=(const NvtxRange&) = delete;
+};
+
+}  // namespace remoe::cuda

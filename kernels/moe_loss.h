@@ -1,0 +1,33 @@
+// The MoE regularisers (REMOE_SPEC §2-3), per layer, on scores s (T, E):
+//
+// load_balance_loss:  loss = coeff · E / (k · T²) · Σ_e c_e · Σ_t s[t, e]
+//   ReMoE's load-balanced L1 (s = ReLU gates R, coeff = λ) and the TopK aux loss
+//   (s = softmax probabilities p, coeff = 0.01) are this one formula.
+//   c_e = expert_counts (E) is a constant: ∂loss/∂s[t, e] = coeff · E · c_e / (k · T²).
+// l1_loss (the paper's plain L1, "w/o LB"):  loss = coeff / T · Σ_t Σ_e s[t, e];
+//   ∂loss/∂s[t, e] = coeff / T.
+//
+// loss: (1). Backward scales by the upstream dloss, read from memory (a device pointer on
+// the GPU), and writes dscores (T, E). Sums run in a fixed order in double.
+#pragma once
+
+#include <cstdint>
+
+namespace remoe::cpu {
+
+template <typename T>
+void load_balance_loss_forward(T* loss, const T* scores, const int32_t* expert_counts,
+                               int64_t n_tokens, int64_t n_experts, double coeff, int k);
+
+template <typename T>
+void load_balance_loss_backward(T* dscores, const T* dloss, const int32_t* expert_counts,
+                                int64_t n_tokens, int64_t n_experts, double coeff, int k);
+
+template <typename T>
+void l1_loss_forward(T* loss, const T* scores, int64_t n_tokens, int64_t n_experts, double coeff);
+
+template <typename T>
+void l1_loss_backward(T* dscores, const T* dloss, int64_t n_tokens, int64_t n_experts,
+                      double coeff);
+
+}  // namespace remoe::cpu

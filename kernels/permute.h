@@ -1,0 +1,28 @@
+// Token permutation for dropless dispatch: the active (token, expert) pairs in expert-major
+// order, tokens in their original order inside each expert (stable, deterministic).
+//   mask: (T, E) i32 from a router.
+//   expert_offsets: (E + 1) — rows of expert e are [offsets[e], offsets[e+1]); offsets[E] = N.
+//   token_index: (N) — the token of each row.          N = Σ mask, at most T·E.
+//   row_of: (T, E) — the row of pair (t, e), or −1 when the pair is inactive.
+// Empty experts have offsets[e] == offsets[e+1].
+//
+// gather_rows: out (N, d) = x[token_index] with x (T, d).
+// Its backward is token-major, no atomics: dx[t] = Σ_e dout[row_of[t, e]], e ascending.
+#pragma once
+
+#include <cstdint>
+
+namespace remoe::cpu {
+
+void permute_indices(int32_t* expert_offsets, int32_t* token_index, int32_t* row_of,
+                     const int32_t* mask, int64_t n_tokens, int64_t n_experts);
+
+template <typename T>
+void gather_rows_forward(T* out, const T* x, const int32_t* token_index, int64_t n_rows,
+                         int64_t dim);
+
+template <typename T>
+void gather_rows_backward(T* dx, const T* dout, const int32_t* row_of, int64_t n_tokens,
+                          int64_t n_experts, int64_t dim);
+
+}  // namespace remoe::cpu

@@ -1,0 +1,45 @@
+// Routers: from router logits z = x Wrᵀ (T, E) to gates, in one pass that also writes the
+// routing statistics (REMOE_SPEC §1 and §3). Logits, gates and probabilities are f32 on the GPU.
+//
+// ReLU routing (ReMoE):   R = max(z, 0), mask = 1[R > 0] (strict: z = 0 is inactive).
+//   backward: dz = dR ⊙ 1[z > 0].
+// Softmax top-k (dMoE):   p = softmax(z) per token over all E; the k largest p are selected
+//   (ties: the lower expert index wins); gate = p on the selected, 0 elsewhere, or, with
+//   renormalize (Mixtral), p / Σ_selected p.
+//   backward: dp = dprobs + d(gates)/dp · dgates, then dz = p ⊙ (dp − Σ_j p_j dp_j).
+#pragma once
+
+#include <cstdint>
+
+namespace remoe::cpu {
+
+// What every router writes besides its gates; all pointers required.
+template <typename T>
+struct RouterStats {
+  int32_t* mask;           // (T, E)  1 where the (token, expert) pair is active
+  int32_t* expert_counts;  // (E)     c_e = Σ_t mask[t, e]
+  T* score_sums;           // (E)     Σ_t s[t, e] of the score the balance loss uses: R or p
+  int32_t* token_counts;   // (T)     active experts per token
+  int32_t* nonzero;        // (1)     Σ mask
+};
+
+template <typename T>
+void relu_router_forward(T* gates, RouterStats<T> stats, const T* logits, int64_t n_tokens,
+                         int64_t n_experts);
+
+template <typename T>
+void relu_router_backward(T* dlogits, const T* dgates, const T* logits, int64_t n_tokens,
+                          int64_t n_experts);
+
+// probs: (T, E) the full softmax, written for the aux loss. k in [1, E].
+template <typename T>
+void topk_router_forward(T* gates, T* probs, RouterStats<T> stats, const T* logits,
+                         int64_t n_tokens, int64_t n_experts, int k, bool renormalize);
+
+// dgates and dprobs (T, E), either may be null (no gradient through that output).
+template <typename T>
+void topk_router_backward(T* dlogits, const T* dgates, const T* dprobs, const T* probs,
+                          const int32_t* mask, int64_t n_tokens, int64_t n_experts,
+                          bool renormalize);
+
+}  // namespace remoe::cpu
