@@ -1,5 +1,5 @@
 // The model's shape (REMOE_SPEC §4-5): what a config file's [model] section becomes once
-// validated. The transformer itself arrives with the trainer; this is the contract it builds on.
+// validated.
 #pragma once
 
 #include <cstdint>
@@ -9,6 +9,8 @@ namespace remoe::model {
 
 enum class FfnKind { dense, moe };
 enum class RouterKind { relu, topk };
+// ReMoE's regulariser: the load-balanced L1 of the main results, or the plain L1 ablation.
+enum class L1Kind { load_balanced, plain };
 
 struct ModelConfig {
   int64_t vocab_size = 256;  // bytes
@@ -26,6 +28,9 @@ struct ModelConfig {
   int64_t n_experts = 8;     // E before granularity
   int64_t top_k = 1;         // k before granularity
   int64_t granularity = 1;   // G: E ← E·G, k ← k·G, expert d_ffn ← d_ffn / G
+  L1Kind l1 = L1Kind::load_balanced;  // ReLU routing's regulariser (its coefficient is λ)
+  double aux_coeff = 0.01;   // TopK's load-balancing loss coefficient
+  bool renormalize = false;  // TopK: divide the k gates by their sum (Mixtral)
 
   int64_t experts() const { return n_experts * granularity; }
   int64_t active_experts() const { return top_k * granularity; }

@@ -1,0 +1,105 @@
+#include "model/transformer.h"
+
+#include <cmath>
+
+#include "autodiff/ops.h"
+
+namespace remoe::model {
+
+Tensor Transformer::add_param(const std::string& name, const Shape& shape, double std, Rng& rng) {
+  Tensor t = std > 0 ? randn(shape, dtype_, rng, std) : Tensor::full(shape, 1.0, dtype_);
+  t.set_requires_grad(true).set_name(name);
+  params_.push_back(t);
+  return t;
+}
+
+Transformer::Transformer(const ModelConfig& config, uint64_t seed, DType dtype)
+    : config_(config), dtype_(dtype) {
+  config_.validate();
+  REMOE_CHECK(dtype == DType::f32 || dtype == DType::f64,
+              "Transformer: parameters are f32 or f64, got ", dtype_name(dtype));
+  Rng rng(seed);
+  const auto& c = config_;
+  const int64_t d = c.d_model, hd = c.head_dim();
+  const double std = c.init_std;
+  const double out_std = c.init_std / std::sqrt(2.0 * double(c.n_layers));
+  constexpr double kNorm = 0;  // add_param: std 0 means "ones"
+
+  embedding_ = add_param("tok_embeddings", {c.vocab_size, d}, std, rng);
+  for (int64_t i = 0; i < c.n_layers; ++i) {
+    const std::string p = "layers." + std::to_string(i) + ".";
+    Layer l;
+    l.attn_norm = add_param(p + "attention_norm", {d}, kNorm, rng);
+    l.wq = add_param(p + "attention.wq", {c.n_heads * hd, d}, std, rng);
+    l.wk = add_param(p + "attention.wk", {c.n_kv_heads * hd, d}, std, rng);
+    l.wv = add_param(p + "attention.wv", {c.n_kv_heads * hd, d}, std, rng);
+    l.wo = add_param(p + "attention.wo", {d, c.n_heads * hd}, out_std, rng);
+    l.ffn_norm = add_param(p + "ffn_norm", {d}, kNorm, rng);
+    if (c.ffn == FfnKind::dense) {
+      l.w1 = add_param(p + "ffn.w1", {c.d_ffn, d}, std, rng);
+      l.w3 = add_param(p + "ffn.w3", {c.d_ffn, d}, std, rng);
+      l.w2 = add_param(p + "ffn.w2", {d, c.d_ffn}, out_std, rng);
+    } else {
+      const int64_t E = c.experts(), F = c.expert_d_ffn();
+      l.moe.router = add_param(p + "moe.router", {E, d}, std, rng);
+      l.moe.w1 = add_param(p + "moe.w1", {E, F, d}, std, rng);
+      l.moe.w3 = add_param(p + "moe.w3", {E, F, d}, std, rng);
+      l.moe.w2 = add_param(p + "moe.w2", {E, d, F}, out_std, rng);
+    }
+    layers_.push_back(std::move(l));
+  }
+  final_norm_ = add_param("norm", {d}, kNorm, rng);
+  output_ = add_param("output", {c.vocab_size, d}, std, rng);
+}
+
+Tensor Transformer::attention_block(const Tensor& x, const Layer& l, int64_t batch,
+                                    int64_t seq) const {
+  const auto& c = config_;
+  const int64_t hd = c.head_dim();
+  const Tensor h = ops::rmsnorm(x, l.attn_norm, c.norm_eps);
+  const Tensor q = ops::rope(ops::reshape(ops::linear(h, l.wq), {batch, seq, c.n_heads, hd}), c.rope_base);
+  const Tensor k = ops::rope(ops::reshape(ops::linear(h, l.wk), {batch, seq, c.n_kv_heads, hd}), c.rope_base);
+  const Tensor v = ops::reshape(ops::linear(h, l.wv), {batch, seq, c.n_kv_heads, hd});
+  const Tensor o = ops::reshape(ops::attention(q, k, v), {batch * seq, c.n_heads * hd});
+  return ops::linear(o, l.wo);
+}
+
+ForwardOutput Transformer::forward(const Tensor& ids, int64_t batch, int64_t seq,
+                                   double lambda) const {
+  REMOE_CHECK(ids.ndim() == 1 && ids.dim(0) == batch * seq, "Transformer::forward: ids ",
+              shape_str(ids.shape()), " should hold batch · seq = ", batch, " · ", seq, " tokens");
+  const auto& c = config_;
+  ForwardOutput out;
+  out.aux = Tensor::zeros({}, dtype_);
+  Tensor x = ops::embedding(ids, embedding_);
+  for (const Layer& l : layers_) {
+    x = ops::add(x, attention_block(x, l, batch, seq));
+    const Tensor h = ops::rmsnorm(x, l.ffn_norm, c.norm_eps);
+    if (c.ffn == FfnKind::dense) {
+      x = ops::add(x, ops::linear(ops::swiglu(ops::linear(h, l.w1), ops::linear(h, l.w3)), l.w2));
+    } else {
+      MoeOutput moe = moe_forward(h, l.moe, c, lambda);
+      x = ops::add(x, moe.y);
+      out.aux = ops::add(out.aux, moe.aux);
+      out.layers.push_back(std::move(moe.stats));
+    }
+  }
+  out.logits = ops::linear(ops::rmsnorm(x, final_norm_, c.norm_eps), output_);
+  return out;
+}
+
+int64_t Transformer::n_params() const {
+  int64_t n = 0;
+  for (const Tensor& p : params_) n += p.numel();
+  return n;
+}
+
+int64_t Transformer::n_active_params() const {
+  if (config_.ffn == FfnKind::dense) return n_params();
+  const int64_t E = config_.experts(), k = config_.active_experts();
+  int64_t expert_weights = 0;
+  for (const Layer& l : layers_) expert_weights += l.moe.w1.numel() + l.moe.w3.numel() + l.moe.w2.numel();
+  return n_params() - expert_weights + expert_weights / E * k;
+}
+
+}  // namespace remoe::model
