@@ -3,8 +3,12 @@
 //   reads kv head h / (Hq / Hkv).
 //   lse: (B, Hq, S), the log-sum-exp of each softmax row, saved for backward (flash style:
 //   backward recomputes the probabilities from q, k and lse). May be null in forward.
-// Backward writes dq, dk, dv (same shapes as q, k, v); dk and dv sum over the query heads of
-// a group in head order.
+//   The scores are scaled by 1/sqrt(Dh); lse is of the scaled, causally masked row.
+// Backward writes dq, dk, dv (same shapes as q, k, v; any of them may be null to skip it);
+// dk and dv sum over the query heads of a group in head order. It needs the forward's lse.
+// With P = exp(scores − lse): dV = Pᵀ dO, dP = dO Vᵀ, D_i = Σ_j P_ij dP_ij (= rowsum(dO ⊙ O),
+// the form a GPU kernel may use instead; the CPU reference does not read out),
+// dS = P ⊙ (dP − D), dQ = dS K / sqrt(Dh), dK = dSᵀ Q / sqrt(Dh).
 #pragma once
 
 #include <cstdint>

@@ -1,3 +1,57 @@
 #include "autodiff/op_util.h"
 #include "autodiff/ops.h"
 #include "kernels/attention.h"
+
+namespace remoe::ops {
+using namespace detail;
+
+Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v) {
+  constexpr const char* op = "attention";
+  check_defined(op, {"q", q});
+  check_defined(op, {"k", k});
+  check_defined(op, {"v", v});
+  const std::string shapes = str_cat(" (q ", shape_str(q.shape()), ", k ", shape_str(k.shape()),
+                                     ", v ", shape_str(v.shape()), ")");
+  REMOE_CHECK(q.ndim() == 4 && k.ndim() == 4 && v.ndim() == 4, op,
+              ": q, k and v must be 4-D (batch, seq, heads, head_dim)", shapes);
+  check_same(op, {{"q", q}, {"k", k}, {"v", v}});
+  check_cpu(op, {{"q", q}, {"k", k}, {"v", v}});
+  REMOE_CHECK(k.shape() == v.shape(), op, ": k and v must have the same shape", shapes);
+  REMOE_CHECK(q.dim(0) == k.dim(0) && q.dim(1) == k.dim(1) && q.dim(3) == k.dim(3), op,
+              ": q and k/v must agree in batch, seq and head_dim (dims 0, 1, 3)", shapes);
+  const int64_t B = q.dim(0), S = q.dim(1), Hq = q.dim(2), Hkv = k.dim(2), Dh = q.dim(3);
+  REMOE_CHECK(Hq > 0 && Hkv > 0 && Dh > 0, op, ": head counts and head_dim must be positive",
+              shapes);
+  REMOE_CHECK(Hq % Hkv == 0, op, ": query heads (", Hq, ") must be a multiple of kv heads (", Hkv,
+              ")", shapes);
+
+  const bool want_grad =
+      grad_enabled() && (q.requires_grad() || k.requires_grad() || v.requires_grad());
+  Tensor out = Tensor::empty(q.shape(), q.dtype());
+  Tensor lse = want_grad ? Tensor::empty({B, Hq, S}, q.dtype()) : Tensor();
+  dispatch_float(op, q.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    cpu::attention_forward(out.data<T>(), lse.defined() ? lse.data<T>() : nullptr, q.data<T>(),
+                           k.data<T>(), v.data<T>(), B, S, Hq, Hkv, Dh);
+  });
+  if (!want_grad) return out;
+  record(op, {q, k, v}, {out}, [=] {
+    const Tensor dout = out.grad();
+    Tensor dq = q.requires_grad() ? Tensor::empty(q.shape(), q.dtype()) : Tensor();
+    Tensor dk = k.requires_grad() ? Tensor::empty(k.shape(), k.dtype()) : Tensor();
+    Tensor dv = v.requires_grad() ? Tensor::empty(v.shape(), v.dtype()) : Tensor();
+    dispatch_float(op, q.dtype(), [&](auto tag) {
+      using T = decltype(tag);
+      auto ptr = [](const Tensor& t) { return t.defined() ? t.data<T>() : nullptr; };
+      cpu::attention_backward(ptr(dq), ptr(dk), ptr(dv), dout.data<T>(), q.data<T>(),
+                              k.data<T>(), v.data<T>(), out.data<T>(), lse.data<T>(), B, S, Hq,
+                              Hkv, Dh);
+    });
+    if (dq.defined()) accumulate_grad(q, dq);
+    if (dk.defined()) accumulate_grad(k, dk);
+    if (dv.defined()) accumulate_grad(v, dv);
+  });
+  return out;
+}
+
+}  // namespace remoe::ops
