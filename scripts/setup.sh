@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 
 BUILD_DIR=${BUILD_DIR:-build}
 VENV=.venv
-packages=(g++ ninja-build pkg-config libgtest-dev libbenchmark-dev xz-utils)
+packages=(g++ ninja-build pkg-config libgtest-dev libbenchmark-dev libtomlplusplus-dev nlohmann-json3-dev xz-utils)
 # python3 with venv may come from elsewhere (pyenv): only ask apt for it when it is absent.
 if ! { command -v python3 >/dev/null && python3 -c 'import venv, ensurepip' 2>/dev/null; }; then
   packages+=(python3 python3-venv)

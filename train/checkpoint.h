@@ -1,0 +1,55 @@
+// Checkpoints: one directory per step, <run_dir>/checkpoints/step_<8 digits>/, holding
+//   model.safetensors      the weights (tensor names are the parameters' names)
+//   optimizer.safetensors  the AdamW moments ("<param>.m", "<param>.v")
+//   state.json             step, λ, data sampler state, the resolved config, ...
+//   COMPLETE               written last: a directory without it is ignored
+// Written into step_<n>.tmp, every file fsynced, then renamed into place.
+//
+// safetensors: an 8-byte little-endian header length N, N bytes of JSON
+// {"name": {"dtype": "F32"|"F64"|"BF16"|"I32", "shape": [...], "data_offsets": [b, e]}, ...,
+//  "__metadata__": {string: string}}, then the raw little-endian data (offsets relative to the
+// end of the header), as Hugging Face's safetensors library reads it.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "autodiff/tensor.h"
+
+namespace remoe::train {
+
+// Tensors are written under their name() (which must be unique and non-empty), in order.
+void save_safetensors(const std::string& path, const std::vector<Tensor>& tensors,
+                      const std::map<std::string, std::string>& metadata = {});
+// CPU tensors named as in the file, in the file's data order. Errors name the file and what is
+// malformed (short header, bad JSON, unknown dtype, offsets outside the data or overlapping,
+// shape/size mismatch).
+std::vector<Tensor> load_safetensors(const std::string& path);
+
+// Copies each tensor of `src` into the `dst` tensor of the same name. Every dst name must be
+// present with the same shape and dtype; `what` names the source in errors.
+void copy_by_name(const std::vector<Tensor>& dst, const std::vector<Tensor>& src,
+                  const std::string& what);
+
+struct Checkpoint {
+  std::string dir;
+  int64_t step = 0;
+  std::vector<Tensor> model;
+  std::vector<Tensor> optimizer;
+  nlohmann::json state;
+};
+
+// Returns the checkpoint's directory.
+std::string save_checkpoint(const std::string& run_dir, int64_t step,
+                            const std::vector<Tensor>& model, const std::vector<Tensor>& optimizer,
+                            const nlohmann::json& state);
+Checkpoint load_checkpoint(const std::string& dir);
+// The complete checkpoint with the highest step under run_dir, if any.
+std::optional<std::string> latest_checkpoint(const std::string& run_dir);
+
+}  // namespace remoe::train

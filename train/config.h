@@ -1,0 +1,71 @@
+// The run's configuration: a TOML file plus `--section.key=value` overrides (the command line
+// wins), checked against one option table that also generates the help text, so the two never
+// drift. Unknown keys are rejected with the nearest valid key suggested; values are
+// type-checked; every error names the file (or "command line"), the key, the value and what is
+// expected.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "model/config.h"
+
+namespace remoe::train {
+
+struct TrainConfig {
+  model::ModelConfig model;  // [model]
+
+  // [data]
+  std::string data_path;      // a text file read as bytes (vocabulary 256)
+  double val_fraction = 0.1;  // the last fraction of the bytes is the validation split
+
+  // [train]
+  uint64_t seed = 1337;
+  int64_t steps = 1000;       // optimizer steps
+  int64_t batch_size = 8;     // sequences per micro-batch
+  int64_t seq_len = 256;
+  int64_t grad_accum = 1;     // micro-batches per optimizer step
+
+  // [optim] AdamW, linear warmup then cosine decay to min_lr (REMOE_SPEC §5)
+  double lr = 5e-4;
+  double min_lr = 5e-5;
+  int64_t warmup_steps = -1;  // −1: 1% of steps
+  double weight_decay = 0.01; // not applied to 1-D parameters
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double eps = 1e-8;
+  double grad_clip = 1.0;     // max global grad norm; 0 disables clipping
+
+  // [remoe] the adaptive regulariser coefficient (REMOE_SPEC §2)
+  double lambda0 = 1e-8;
+  double alpha = 1.2;
+
+  // [eval]
+  int64_t eval_every = 100;   // steps between validation passes; 0: only at the end
+  int64_t eval_batches = 8;   // micro-batches per validation pass
+
+  // [checkpoint]
+  int64_t checkpoint_every = 0;  // steps between checkpoints; 0: only at the end
+
+  // [log]
+  std::string run_dir = "runs/default";  // metrics.jsonl, config.toml, checkpoints/
+  int64_t log_every = 1;                 // steps between console lines
+
+  // Throws remoe::Error naming the first inconsistent key (calls model.validate() too).
+  void validate() const;
+};
+
+// `source` names the text in errors (a file path, usually).
+TrainConfig parse_config(std::string_view toml_text, std::string_view source,
+                         const std::vector<std::string>& overrides);
+// Reads `path` (error if missing or unreadable), then parse_config.
+TrainConfig load_config(const std::string& path, const std::vector<std::string>& overrides);
+
+// Every key with its resolved value, as TOML that parse_config reads back to the same config.
+std::string to_toml(const TrainConfig& config);
+// The option table: one line per key with its type, default and description.
+std::string options_help();
+
+}  // namespace remoe::train
