@@ -5,7 +5,8 @@
 // Backward:
 //   dexpert_out[row_of[t, e]] = gates[t, e] · dy[t]
 //   dgates[t, e] = <dy[t], expert_out[row_of[t, e]]> when active, 0 otherwise.
-// Either output may be null.
+// Either output may be null. dexpert_out (n_rows, d) is zeroed first, so a row no pair maps to
+// reads 0 (permute_indices maps every row).
 #pragma once
 
 #include <cstdint>

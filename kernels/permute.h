@@ -1,6 +1,7 @@
 // Token permutation for dropless dispatch: the active (token, expert) pairs in expert-major
 // order, tokens in their original order inside each expert (stable, deterministic).
-//   mask: (T, E) i32 from a router.
+//   mask: (T, E) i32 from a router, 0 or 1 (ops::permute rejects anything else; the kernel
+//   counts any nonzero as active).
 //   expert_offsets: (E + 1) — rows of expert e are [offsets[e], offsets[e+1]); offsets[E] = N.
 //   token_index: (N) — the token of each row.          N = Σ mask, at most T·E.
 //   row_of: (T, E) — the row of pair (t, e), or −1 when the pair is inactive.

@@ -1,3 +1,47 @@
 #include "autodiff/op_util.h"
 #include "autodiff/ops.h"
+#include "autodiff/ops/permutation.h"
 #include "kernels/combine.h"
+
+namespace remoe::ops {
+using namespace detail;
+
+Tensor combine(const Tensor& expert_out, const Tensor& gates, const Permutation& perm) {
+  constexpr const char* op = "combine";
+  check_ndim(op, {"expert_out", expert_out}, 2);
+  check_ndim(op, {"gates", gates}, 2);
+  check_same(op, {{"expert_out", expert_out}, {"gates", gates}});
+  check_cpu(op, {{"expert_out", expert_out}, {"gates", gates}});
+  check_permutation(op, perm);
+  const int64_t n_tokens = perm.row_of.dim(0), n_experts = perm.row_of.dim(1);
+  const int64_t n_rows = perm.n_rows;
+  REMOE_CHECK(gates.shape() == perm.row_of.shape(), op, ": gates ", shape_str(gates.shape()),
+              " must match perm.row_of ", shape_str(perm.row_of.shape()), " (tokens, experts)");
+  check_dim(op, {"expert_out", expert_out}, 0, n_rows, "routed rows perm.n_rows");
+  const int64_t d = expert_out.dim(1);
+
+  Tensor y = Tensor::empty({n_tokens, d}, expert_out.dtype());
+  const Tensor row_of = perm.row_of;
+  dispatch_float(op, y.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    cpu::combine_forward(y.data<T>(), expert_out.data<T>(), gates.data<T>(),
+                         row_of.data<int32_t>(), n_tokens, n_experts, d);
+  });
+  record(op, {expert_out, gates}, {y}, [=] {
+    Tensor dout = expert_out.requires_grad() ? Tensor::empty(expert_out.shape(), y.dtype())
+                                             : Tensor();
+    Tensor dgates = gates.requires_grad() ? Tensor::empty(gates.shape(), y.dtype()) : Tensor();
+    dispatch_float(op, y.dtype(), [&](auto tag) {
+      using T = decltype(tag);
+      cpu::combine_backward(dout.defined() ? dout.data<T>() : nullptr,
+                            dgates.defined() ? dgates.data<T>() : nullptr, y.grad().data<T>(),
+                            expert_out.data<T>(), gates.data<T>(), row_of.data<int32_t>(),
+                            n_tokens, n_experts, d, n_rows);
+    });
+    if (dout.defined()) accumulate_grad(expert_out, dout);
+    if (dgates.defined()) accumulate_grad(gates, dgates);
+  });
+  return y;
+}
+
+}  // namespace remoe::ops

@@ -1,3 +1,46 @@
 #include "autodiff/op_util.h"
 #include "autodiff/ops.h"
+#include "autodiff/ops/permutation.h"
 #include "kernels/grouped_matmul.h"
+
+namespace remoe::ops {
+using namespace detail;
+
+Tensor grouped_matmul(const Tensor& x, const Tensor& w, const Permutation& perm) {
+  constexpr const char* op = "grouped_matmul";
+  check_ndim(op, {"x", x}, 2);
+  check_ndim(op, {"w", w}, 3);
+  check_same(op, {{"x", x}, {"w", w}});
+  check_cpu(op, {{"x", x}, {"w", w}});
+  check_permutation(op, perm);
+  const int64_t E = perm.expert_offsets.dim(0) - 1, N = perm.n_rows;
+  check_dim(op, {"w", w}, 0, E, "experts of perm.expert_offsets");
+  check_dim(op, {"x", x}, 0, N, "routed rows perm.n_rows");
+  const int64_t k_in = w.dim(2), n_out = w.dim(1);
+  REMOE_CHECK(x.dim(1) == k_in, op, ": x ", shape_str(x.shape()), " has ", x.dim(1),
+              " columns but w ", shape_str(w.shape()), " expects k_in = ", k_in);
+
+  Tensor y = Tensor::empty({N, n_out}, x.dtype());
+  const Tensor offsets = perm.expert_offsets;
+  dispatch_float(op, x.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    cpu::grouped_matmul_forward(y.data<T>(), x.data<T>(), w.data<T>(), offsets.data<int32_t>(),
+                                E, k_in, n_out);
+  });
+  record(op, {x, w}, {y}, [=] {
+    Tensor dx = x.requires_grad() ? Tensor::empty(x.shape(), x.dtype()) : Tensor();
+    Tensor dw = w.requires_grad() ? Tensor::empty(w.shape(), w.dtype()) : Tensor();
+    dispatch_float(op, x.dtype(), [&](auto tag) {
+      using T = decltype(tag);
+      cpu::grouped_matmul_backward(dx.defined() ? dx.data<T>() : nullptr,
+                                   dw.defined() ? dw.data<T>() : nullptr, y.grad().data<T>(),
+                                   x.data<T>(), w.data<T>(), offsets.data<int32_t>(), E, k_in,
+                                   n_out);
+    });
+    if (dx.defined()) accumulate_grad(x, dx);
+    if (dw.defined()) accumulate_grad(w, dw);
+  });
+  return y;
+}
+
+}  // namespace remoe::ops
