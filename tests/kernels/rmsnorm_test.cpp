@@ -69,7 +69,8 @@ INSTANTIATE_TEST_SUITE_P(Shapes, RmsnormTest,
                                            RmsnormCase{{3, 70}, 1e-5}));  // d spans two dw blocks
 
 TEST(Rmsnorm, AllZeroRowUsesRstdOfOneOverSqrtEps) {
-  // Row 1 is all zeros: y = 0 there, and with n = 0 the gradient reduces to dx = dy ⊙ w / sqrt(eps).
+  // Row 1 is all zeros: y = 0 there, and with n = 0 the gradient reduces to
+  // dx = dy ⊙ w / sqrt(eps).
   const double eps = 1e-4;
   Tensor x = Tensor::from_vector<double>({3, 3}, {1, -2, 0.5, 0, 0, 0, 3, 1, -1});
   Tensor w = Tensor::from_vector<double>({3}, {0.5, 2, -1});
@@ -106,8 +107,8 @@ TEST(Rmsnorm, OnlyTheTensorsThatRequireGradGetOne) {
   EXPECT_FALSE(x.grad().defined());
   ASSERT_TRUE(w.grad().defined());
   // dw[j] = Σ_r x[r, j] · rstd[r] with dy = 1: the normalised x summed over rows.
-  const std::vector<double> ones_w = {1, 1, 1};
-  const std::vector<double> n = rmsnorm_reference(x, Tensor::from_vector<double>({3}, ones_w), 1e-5);
+  const std::vector<double> n =
+      rmsnorm_reference(x, Tensor::full({3}, 1.0, DType::f64), 1e-5);
   EXPECT_TRUE(all_close(values(w.grad()), {n[0] + n[3], n[1] + n[4], n[2] + n[5]}, 1e-12, 1e-12));
 }
 
@@ -121,11 +122,13 @@ TEST(Rmsnorm, BadShapesDtypesAndEpsAreErrors) {
   EXPECT_NE(msg.find("dtypes differ"), std::string::npos) << msg;
   msg = error_of([&] { ops::rmsnorm(x, Tensor::zeros({1, 6}, DType::f32), 1e-5); });
   EXPECT_NE(msg.find("w must be 1-D"), std::string::npos) << msg;
-  msg = error_of([&] { ops::rmsnorm(Tensor::zeros({}, DType::f32), Tensor::zeros({1}, DType::f32), 1e-5); });
+  msg = error_of(
+      [&] { ops::rmsnorm(Tensor::zeros({}, DType::f32), Tensor::zeros({1}, DType::f32), 1e-5); });
   EXPECT_NE(msg.find("at least 1 dimension"), std::string::npos) << msg;
   msg = error_of([&] { ops::rmsnorm(x, Tensor::zeros({6}, DType::f32), -1.0); });
   EXPECT_NE(msg.find("eps"), std::string::npos) << msg;
-  msg = error_of([&] { ops::rmsnorm(Tensor::zeros({2}, DType::i32), Tensor::zeros({2}, DType::i32), 1e-5); });
+  msg = error_of(
+      [&] { ops::rmsnorm(Tensor::zeros({2}, DType::i32), Tensor::zeros({2}, DType::i32), 1e-5); });
   EXPECT_NE(msg.find("i32 is not supported"), std::string::npos) << msg;
 }
 

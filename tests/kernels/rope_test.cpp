@@ -123,7 +123,8 @@ TEST(Rope, PositionsRestartInEachSequence) {
   std::vector<double> twice = values(one);
   twice.insert(twice.end(), twice.begin(), twice.end());
   const std::vector<double> y1 = values(ops::rope(one, kBase));
-  const std::vector<double> y2 = values(ops::rope(Tensor::from_vector<double>({2, 5, 2, 4}, twice), kBase));
+  const std::vector<double> y2 =
+      values(ops::rope(Tensor::from_vector<double>({2, 5, 2, 4}, twice), kBase));
   EXPECT_TRUE(all_close({y2.begin(), y2.begin() + 40}, y1, 0, 0));
   EXPECT_TRUE(all_close({y2.begin() + 40, y2.end()}, y1, 0, 0));
 }
@@ -139,8 +140,10 @@ TEST(Rope, DotProductDependsOnlyOnRelativePosition) {
     qs.insert(qs.end(), q.begin(), q.end());
     ks.insert(ks.end(), k.begin(), k.end());
   }
-  const std::vector<double> rq = values(ops::rope(Tensor::from_vector<double>({1, S, 1, Dh}, qs), 50.0));
-  const std::vector<double> rk = values(ops::rope(Tensor::from_vector<double>({1, S, 1, Dh}, ks), 50.0));
+  auto rotated = [&](const std::vector<double>& v) {
+    return values(ops::rope(Tensor::from_vector<double>({1, S, 1, Dh}, v), 50.0));
+  };
+  const std::vector<double> rq = rotated(qs), rk = rotated(ks);
   auto dot = [&](int64_t s, int64_t t) {
     double acc = 0;
     for (int64_t j = 0; j < Dh; ++j) acc += rq[size_t(s * Dh + j)] * rk[size_t(t * Dh + j)];
