@@ -1,3 +1,46 @@
+#include <cmath>
+
 #include "autodiff/op_util.h"
 #include "autodiff/ops.h"
 #include "kernels/rmsnorm.h"
+
+namespace remoe::ops {
+using namespace detail;
+
+Tensor rmsnorm(const Tensor& x, const Tensor& w, double eps) {
+  constexpr const char* op = "rmsnorm";
+  check_defined(op, {"x", x});
+  REMOE_CHECK(x.ndim() >= 1, op, ": x must have at least 1 dimension (.., d), got ",
+              shape_str(x.shape()));
+  check_ndim(op, {"w", w}, 1);
+  check_same(op, {{"x", x}, {"w", w}});
+  check_cpu(op, {{"x", x}, {"w", w}});
+  const int64_t dim = x.dim(-1);
+  REMOE_CHECK(dim > 0, op, ": x ", shape_str(x.shape()), " has an empty last dimension");
+  REMOE_CHECK(w.dim(0) == dim, op, ": w ", shape_str(w.shape()),
+              " must match the last dimension of x ", shape_str(x.shape()));
+  REMOE_CHECK(std::isfinite(eps) && eps >= 0, op, ": eps must be finite and >= 0, got ", eps);
+  const int64_t rows = x.numel() / dim;
+
+  Tensor y = Tensor::empty(x.shape(), x.dtype());
+  Tensor rstd = Tensor::empty({rows}, x.dtype());
+  dispatch_float(op, x.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    cpu::rmsnorm_forward(y.data<T>(), rstd.data<T>(), x.data<T>(), w.data<T>(), rows, dim, eps);
+  });
+  record(op, {x, w}, {y}, [=] {
+    Tensor dx = x.requires_grad() ? Tensor::empty(x.shape(), x.dtype()) : Tensor();
+    Tensor dw = w.requires_grad() ? Tensor::empty(w.shape(), w.dtype()) : Tensor();
+    dispatch_float(op, x.dtype(), [&](auto tag) {
+      using T = decltype(tag);
+      cpu::rmsnorm_backward(dx.defined() ? dx.data<T>() : nullptr,
+                            dw.defined() ? dw.data<T>() : nullptr, y.grad().data<T>(),
+                            x.data<T>(), w.data<T>(), rstd.data<T>(), rows, dim);
+    });
+    if (dx.defined()) accumulate_grad(x, dx);
+    if (dw.defined()) accumulate_grad(w, dw);
+  });
+  return y;
+}
+
+}  // namespace remoe::ops
