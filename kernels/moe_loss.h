@@ -8,7 +8,8 @@
 //   ∂loss/∂s[t, e] = coeff / T.
 //
 // loss: (1). Backward scales by the upstream dloss, read from memory (a device pointer on
-// the GPU), and writes dscores (T, E). Sums run in a fixed order in double.
+// the GPU), and writes dscores (T, E). Sums run in a fixed order in double. With no tokens
+// (T = 0) the loss is 0 rather than 0/0.
 #pragma once
 
 #include <cstdint>
