@@ -42,7 +42,7 @@ std::vector<double> reference_layer(const Tensor& x, const MoeWeights& w, Router
                *W3 = w.w3.data<double>(), *W2 = w.w2.data<double>();
   std::vector<double> y(size_t(T * d), 0.0);
   for (int64_t t = 0; t < T; ++t) {
-    std::vector<double> z(size_t(E)), gate(size_t(E), 0.0);
+    std::vector<double> z(static_cast<size_t>(E)), gate(static_cast<size_t>(E), 0.0);
     for (int64_t e = 0; e < E; ++e) {
       z[size_t(e)] = 0;
       for (int64_t j = 0; j < d; ++j) z[size_t(e)] += X[t * d + j] * WR[e * d + j];
@@ -52,7 +52,7 @@ std::vector<double> reference_layer(const Tensor& x, const MoeWeights& w, Router
     } else {
       double mx = z[0], sum = 0;
       for (double v : z) mx = std::max(mx, v);
-      std::vector<double> p(size_t(E));
+      std::vector<double> p(static_cast<size_t>(E));
       for (int64_t e = 0; e < E; ++e) sum += p[size_t(e)] = std::exp(z[size_t(e)] - mx);
       for (double& v : p) v /= sum;
       for (int pick = 0; pick < k; ++pick) {  // the k largest, lower index on ties
@@ -64,7 +64,7 @@ std::vector<double> reference_layer(const Tensor& x, const MoeWeights& w, Router
     }
     for (int64_t e = 0; e < E; ++e) {
       if (gate[size_t(e)] <= 0) continue;
-      std::vector<double> h(size_t(F));
+      std::vector<double> h(static_cast<size_t>(F));
       for (int64_t f = 0; f < F; ++f) {
         double a = 0, b = 0;
         for (int64_t j = 0; j < d; ++j) {
@@ -157,7 +157,7 @@ TEST_P(MoeLayer, ReluLossGradCheck) {
   const Case c = make_case(T, d, E, F, 13);
   Rng rng(14);
   const Tensor readout = randn({5, d}, DType::f64, rng);
-  std::vector<int32_t> targets(size_t(T));
+  std::vector<int32_t> targets(static_cast<size_t>(T));
   for (int64_t t = 0; t < T; ++t) targets[size_t(t)] = int32_t(t % 5);
   const Tensor tg = Tensor::from_vector<int32_t>({T}, targets);
   expect_gradcheck(
