@@ -9,6 +9,7 @@
 
 #include "autodiff/device.h"
 #include "train/config.h"
+#include "train/sample.h"
 #include "train/trainer.h"
 
 namespace {
@@ -18,6 +19,9 @@ constexpr const char* kUsage =
     "\n"
     "commands:\n"
     "  train --config FILE [--section.key=value ...]   train a model (on the CPU for now)\n"
+    "  sample --checkpoint DIR [--prompt TEXT] [--length N] [--temperature T] [--top-k K]\n"
+    "         [--seed S]                               generate bytes from a checkpoint (or a\n"
+    "                                                  run directory: its newest checkpoint)\n"
     "  info                                            the build and the GPU remoe sees\n"
     "  --help                                          this text and every config key\n";
 
@@ -51,6 +55,47 @@ int train(const std::vector<std::string>& args) {
   return 0;
 }
 
+// Parses `--name VALUE` or `--name=VALUE` pairs for sample's few options.
+int sample(const std::vector<std::string>& args) {
+  std::string checkpoint;
+  remoe::train::SampleOptions o;
+  for (size_t i = 0; i < args.size(); ++i) {
+    std::string name = args[i], value;
+    const size_t eq = name.find('=');
+    if (eq != std::string::npos) {
+      value = name.substr(eq + 1);
+      name = name.substr(0, eq);
+    } else {
+      REMOE_CHECK(i + 1 < args.size(), "remoe sample: ", name, " needs a value");
+      value = args[++i];
+    }
+    auto number = [&](auto& out) {
+      size_t used = 0;
+      try {
+        if constexpr (std::is_floating_point_v<std::remove_reference_t<decltype(out)>>)
+          out = std::stod(value, &used);
+        else
+          out = std::stoll(value, &used);
+      } catch (const std::exception&) {
+        used = 0;
+      }
+      REMOE_CHECK(used == value.size() && !value.empty(), "remoe sample: ", name,
+                  " expects a number, got '", value, "'");
+    };
+    if (name == "--checkpoint") checkpoint = value;
+    else if (name == "--prompt") o.prompt = value;
+    else if (name == "--length") number(o.length);
+    else if (name == "--temperature") number(o.temperature);
+    else if (name == "--top-k") number(o.top_k);
+    else if (name == "--seed") number(o.seed);
+    else REMOE_FAIL("remoe sample: unknown option ", name);
+  }
+  REMOE_CHECK(!checkpoint.empty(), "remoe sample: --checkpoint DIR is required (a run directory works)");
+  const std::string text = remoe::train::sample_text(checkpoint, o);
+  std::printf("%s%s\n", o.prompt.c_str(), text.c_str());
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -65,6 +110,7 @@ int main(int argc, char** argv) {
   try {
     if (cmd == "info") return info();
     if (cmd == "train") return train(rest);
+    if (cmd == "sample") return sample(rest);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "remoe %s: %s\n", cmd.c_str(), e.what());
     return 1;

@@ -1,0 +1,210 @@
+// Real training runs on ../shared/data/tinyshakespeare.txt (the test runs from the source root):
+// short runs of each FFN kind, resume, the tiny config's acceptance (beats a count-based bigram
+// model; ReMoE's sparsity reaches 1 − k/E), and bad input through the `remoe` binary.
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "tests/test_util.h"
+#include "train/config.h"
+#include "train/data.h"
+#include "train/trainer.h"
+
+namespace remoe::test {
+namespace {
+
+namespace fs = std::filesystem;
+const char* const kShakespeare = "../shared/data/tinyshakespeare.txt";
+
+std::string fresh_dir(const std::string& name) {
+  const fs::path dir = fs::temp_directory_path() / ("remoe_e2e_" + name + "_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  return dir.string();
+}
+
+train::TrainConfig small_run(const std::string& name, model::FfnKind ffn, model::RouterKind router) {
+  train::TrainConfig c;
+  c.model.d_model = 32;
+  c.model.n_layers = 2;
+  c.model.n_heads = 2;
+  c.model.n_kv_heads = 1;
+  c.model.d_ffn = 64;
+  c.model.ffn = ffn;
+  c.model.router = router;
+  c.model.n_experts = 4;
+  c.model.top_k = 1;
+  c.model.init_std = 0.02;
+  c.data_path = kShakespeare;
+  c.steps = 16;
+  c.batch_size = 4;
+  c.seq_len = 32;
+  c.lr = 3e-3;
+  c.min_lr = 3e-4;
+  c.warmup_steps = 2;
+  c.eval_every = 8;
+  c.eval_batches = 2;
+  c.log_every = 100;
+  c.run_dir = fresh_dir(name);
+  return c;
+}
+
+class ShortRun : public ::testing::TestWithParam<std::pair<model::FfnKind, model::RouterKind>> {
+ protected:
+  void SetUp() override {
+    if (!fs::exists(kShakespeare)) GTEST_SKIP() << kShakespeare << " not found";
+  }
+};
+
+TEST_P(ShortRun, LearnsAndLogs) {
+  const auto [ffn, router] = GetParam();
+  const train::TrainConfig c = small_run("short", ffn, router);
+  const train::RunResult r = train::run_training(c);
+  ASSERT_EQ(r.steps.size(), 16u);
+  EXPECT_LT(r.steps.back().loss, r.steps.front().loss - 0.5) << "16 steps at lr 3e-3 should cut the loss";
+  EXPECT_LT(r.final_val_loss, std::log(256.0));
+  // One JSON line per step, with λ and, for MoE, per-layer sparsity and expert load.
+  std::ifstream in(fs::path(c.run_dir) / "metrics.jsonl");
+  std::string line;
+  int lines = 0;
+  while (std::getline(in, line)) {
+    const auto j = nlohmann::json::parse(line);
+    ++lines;
+    EXPECT_EQ(j.at("step").get<int>(), lines);
+    EXPECT_TRUE(j.contains("lambda"));
+    if (ffn == model::FfnKind::moe) {
+      ASSERT_EQ(j.at("layer_sparsity").size(), 2u);
+      ASSERT_EQ(j.at("expert_load").size(), 2u);
+      double load = 0;
+      for (double v : j.at("expert_load")[0]) load += v;
+      EXPECT_NEAR(load, 1.0, 1e-9);
+    }
+  }
+  EXPECT_EQ(lines, 16);
+  EXPECT_TRUE(fs::exists(fs::path(c.run_dir) / "config.toml"));
+  EXPECT_TRUE(fs::exists(fs::path(c.run_dir) / "checkpoints" / "step_00000016" / "COMPLETE"));
+  if (router == model::RouterKind::topk && ffn == model::FfnKind::moe)
+    EXPECT_DOUBLE_EQ(r.steps.back().sparsity, 0.75);  // exactly k of E
+  fs::remove_all(c.run_dir);
+}
+
+INSTANTIATE_TEST_SUITE_P(Ffn, ShortRun,
+                         ::testing::Values(std::pair{model::FfnKind::moe, model::RouterKind::relu},
+                                           std::pair{model::FfnKind::moe, model::RouterKind::topk},
+                                           std::pair{model::FfnKind::dense, model::RouterKind::relu}));
+
+TEST(Resume, HalfThenResumeIsBitIdenticalToStraight) {
+  if (!fs::exists(kShakespeare)) GTEST_SKIP() << kShakespeare << " not found";
+  train::TrainConfig straight = small_run("straight", model::FfnKind::moe, model::RouterKind::relu);
+  straight.steps = 12;
+  straight.eval_every = 0;
+  const train::RunResult a = train::run_training(straight);
+
+  train::TrainConfig split = straight;
+  split.run_dir = fresh_dir("split");
+  split.checkpoint_every = 6;
+  split.steps = 6;  // a run cut short after its checkpoint at step 6 ...
+  (void)train::run_training(split);
+  split.steps = 12;  // ... then the same run directory again: it resumes at step 7
+  const train::RunResult b = train::run_training(split);
+  ASSERT_EQ(b.steps.size(), 6u);
+  EXPECT_EQ(b.steps.front().step, 7);
+  for (size_t i = 0; i < 6; ++i) {
+    EXPECT_EQ(b.steps[i].loss, a.steps[i + 6].loss) << "step " << b.steps[i].step;
+    EXPECT_EQ(b.steps[i].lambda, a.steps[i + 6].lambda) << "step " << b.steps[i].step;
+  }
+  EXPECT_EQ(b.final_lambda, a.final_lambda);
+  fs::remove_all(straight.run_dir);
+  fs::remove_all(split.run_dir);
+}
+
+// A count-based bigram model with add-one smoothing fitted on the training split, scored on
+// the validation windows the trainer evaluates on: the baseline the tiny run must beat.
+double bigram_val_loss(const train::TrainConfig& c) {
+  const train::TextCorpus corpus = train::load_text(c.data_path, c.val_fraction);
+  std::vector<double> counts(256 * 256, 1.0), totals(256, 256.0);
+  for (int64_t i = 0; i + 1 < corpus.train_end; ++i) {
+    counts[size_t(corpus.bytes[size_t(i)]) * 256 + corpus.bytes[size_t(i + 1)]] += 1;
+    totals[corpus.bytes[size_t(i)]] += 1;
+  }
+  double total = 0;
+  int64_t n = 0;
+  for (int64_t b = 0; b < c.eval_batches; ++b) {
+    const train::Batch batch = train::fixed_batch(corpus, corpus.train_end, int64_t(corpus.bytes.size()),
+                                                  c.seq_len, c.batch_size, b, c.eval_batches);
+    const auto in = batch.inputs.to_vector<int32_t>(), tg = batch.targets.to_vector<int32_t>();
+    for (size_t i = 0; i < in.size(); ++i, ++n)
+      total -= std::log(counts[size_t(in[i]) * 256 + size_t(tg[i])] / totals[size_t(in[i])]);
+  }
+  return total / double(n);
+}
+
+TEST(TinyConfig, BeatsBigramAndHoldsTheTargetSparsity) {
+  if (!fs::exists(kShakespeare)) GTEST_SKIP() << kShakespeare << " not found";
+  train::TrainConfig c = train::load_config("configs/tiny.toml", {});
+  c.run_dir = fresh_dir("tiny");
+  c.log_every = 50;
+  const double bigram = bigram_val_loss(c);
+  const train::RunResult r = train::run_training(c);
+  std::printf("tiny: validation loss %.4f vs bigram %.4f nats/byte\n", r.final_val_loss, bigram);
+  EXPECT_LT(r.final_val_loss, bigram);
+  // Stage III: from the moment it first reaches the target, S stays within ±0.02 of 1 − k/E.
+  const double target = c.model.target_sparsity();
+  size_t reached = r.steps.size();
+  for (size_t i = 0; i < r.steps.size(); ++i)
+    if (std::abs(r.steps[i].sparsity - target) <= 0.02) {
+      reached = i;
+      break;
+    }
+  ASSERT_LT(reached, r.steps.size() / 2) << "sparsity never reached " << target << " in the first half";
+  int outside = 0;
+  for (size_t i = reached; i < r.steps.size(); ++i) outside += std::abs(r.steps[i].sparsity - target) > 0.02;
+  EXPECT_LE(outside, int(r.steps.size() - reached) / 20) << "steps off target after reaching it";
+  fs::remove_all(c.run_dir);
+}
+
+// The binary on bad input: one line naming the problem, a non-zero exit, no crash.
+class BadInput : public ::testing::TestWithParam<std::pair<std::string, std::string>> {};
+
+TEST_P(BadInput, OneLineErrorAndNonZeroExit) {
+  const char* bin = std::getenv("REMOE_BIN");
+  if (!bin) GTEST_SKIP() << "REMOE_BIN not set (run through meson test)";
+  const auto [args, expected] = GetParam();
+  const std::string out = fresh_dir("bad") + ".txt";
+  const int status = std::system((std::string(bin) + " train --config configs/tiny.toml " + args +
+                                  " --log.run_dir=" + fresh_dir("bad") + " > /dev/null 2> " + out).c_str());
+  ASSERT_TRUE(WIFEXITED(status)) << "crashed";
+  EXPECT_NE(WEXITSTATUS(status), 0);
+  std::ifstream in(out);
+  const std::string err((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_NE(err.find(expected), std::string::npos) << err;
+  EXPECT_EQ(std::count(err.begin(), err.end(), '\n'), 1) << err;
+  fs::remove(out);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Cases, BadInput,
+    ::testing::Values(std::pair{"--data.path=/nonexistent/file.txt", "/nonexistent/file.txt"},
+                      std::pair{"--model.n_expert=4", "model.n_experts"},
+                      std::pair{"--model.d_model=sixty", "model.d_model"},
+                      std::pair{"--model.top_k=9", "top_k"},
+                      std::pair{"--model.d_model=66", "n_heads"},
+                      std::pair{"--train.seq_len=2000000", "longer than the data"}));
+
+TEST(BadInputFiles, EmptyDataFileAndMissingConfig) {
+  const char* bin = std::getenv("REMOE_BIN");
+  if (!bin) GTEST_SKIP() << "REMOE_BIN not set (run through meson test)";
+  const std::string empty = fresh_dir("empty") + ".txt";
+  std::ofstream(empty).close();
+  const std::string cmd = std::string(bin) + " train --config configs/tiny.toml --data.path=" + empty + " 2>/dev/null >/dev/null";
+  const int status = std::system(cmd.c_str());
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) != 0);
+  const int missing = std::system((std::string(bin) + " train --config /nonexistent.toml 2>/dev/null").c_str());
+  EXPECT_TRUE(WIFEXITED(missing) && WEXITSTATUS(missing) != 0);
+  fs::remove(empty);
+}
+
+}  // namespace
+}  // namespace remoe::test
