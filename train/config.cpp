@@ -127,7 +127,8 @@ const std::vector<Option>& options() {
                                          "TopK: divide the k gates by their sum"),
 
       option<&C::data_path>("data.path", "text file read as bytes"),
-      option<&C::val_fraction>("data.val_fraction", "last fraction of the bytes kept for validation"),
+      option<&C::val_fraction>("data.val_fraction",
+                               "last fraction of the bytes kept for validation"),
 
       option<&C::seed>("train.seed", "random seed (init and data sampling)"),
       option<&C::steps>("train.steps", "optimizer steps"),

@@ -130,8 +130,9 @@ every = 10
 }
 
 TEST(Config, EnumValuesMapToTheirEnumerators) {
-  const TrainConfig c = parse(std::string(kMinimal) +
-                              "[model]\nffn = \"dense\"\nrouter = \"relu\"\nl1 = \"load_balanced\"\n");
+  const TrainConfig c =
+      parse(std::string(kMinimal) +
+            "[model]\nffn = \"dense\"\nrouter = \"relu\"\nl1 = \"load_balanced\"\n");
   EXPECT_EQ(c.model.ffn, model::FfnKind::dense);
   EXPECT_EQ(c.model.router, model::RouterKind::relu);
   EXPECT_EQ(c.model.l1, model::L1Kind::load_balanced);
@@ -150,9 +151,9 @@ TEST(Config, AbsentKeysKeepTheirDefaults) {
 
 TEST(Config, OverridesWinOverTheFile) {
   const TrainConfig c = parse(std::string(kMinimal) + "[train]\nsteps = 7\n[optim]\nlr = 0.1\n",
-                              {"--train.steps=9", "optim.lr=1e-8", "--optim.min_lr=0", "--model.ffn=dense",
-                               "--model.renormalize=true", "--data.path=other.txt",
-                               "--log.run_dir=a=b", "--train.steps=11"});
+                              {"--train.steps=9", "optim.lr=1e-8", "--optim.min_lr=0",
+                               "--model.ffn=dense", "--model.renormalize=true",
+                               "--data.path=other.txt", "--log.run_dir=a=b", "--train.steps=11"});
   EXPECT_EQ(c.steps, 11);  // the last override wins
   EXPECT_EQ(c.lr, 1e-8);
   EXPECT_EQ(c.model.ffn, model::FfnKind::dense);
@@ -171,10 +172,9 @@ TEST(Config, OverridesAreTypeChecked) {
   EXPECT_TRUE(has(parse_error(kMinimal, {"--model.d_model="}), "expected an integer"));
   EXPECT_TRUE(has(parse_error(kMinimal, {"--optim.lr=fast"}), "expected a number"));
   EXPECT_TRUE(has(parse_error(kMinimal, {"--optim.lr=1e-3x"}), "expected a number"));
-  EXPECT_TRUE(has(parse_error(kMinimal, {"--model.renormalize=1"}),
-              "expected a boolean (true or false)"));
-  EXPECT_TRUE(has(parse_error(kMinimal, {"--train.seed=-3"}),
-              "expected a non-negative integer"));
+  EXPECT_TRUE(
+      has(parse_error(kMinimal, {"--model.renormalize=1"}), "expected a boolean (true or false)"));
+  EXPECT_TRUE(has(parse_error(kMinimal, {"--train.seed=-3"}), "expected a non-negative integer"));
   e = parse_error(kMinimal, {"--model.router=softmax"});
   EXPECT_TRUE(has(e, "--model.router=softmax"));
   EXPECT_TRUE(has(e, "\"relu\", \"topk\""));
@@ -206,7 +206,7 @@ TEST(Config, UnknownKeySuggestsTheNearest) {
             "test.toml: unknown key 'optimizer.lr' (did you mean 'optim.lr'?)");
   // A key outside any section is matched against the keys' own names.
   EXPECT_TRUE(has(parse_error(std::string("steps = 3\n") + kMinimal),
-              "unknown key 'steps' (did you mean 'train.steps'?)"));
+                  "unknown key 'steps' (did you mean 'train.steps'?)"));
   // Nothing close: the section's keys, or the sections, are listed.
   auto e = parse_error(std::string(kMinimal) + "[model]\nzzzzzzzzzz = 1\n");
   EXPECT_TRUE(has(e, "unknown key 'model.zzzzzzzzzz'"));
@@ -233,36 +233,36 @@ TEST(Config, WrongTypesNameTheKeyTheValueAndTheExpectedType) {
   EXPECT_EQ(parse_error(base + "[optim]\nlr = \"1e-3\"\n"),
             "test.toml: optim.lr = \"1e-3\": expected a number, got a string");
   EXPECT_TRUE(has(parse_error(base + "[train]\nsteps = [1, 2]\n"),
-              "train.steps = [ 1, 2 ]: expected an integer, got an array"));
+                  "train.steps = [ 1, 2 ]: expected an integer, got an array"));
   EXPECT_TRUE(has(parse_error(base + "[train]\nseed = -1\n"),
-              "train.seed = -1: expected a non-negative integer"));
+                  "train.seed = -1: expected a non-negative integer"));
   EXPECT_TRUE(has(parse_error(base + "[model]\nffn = 1\n"),
-              "model.ffn = 1: expected one of \"dense\", \"moe\", got an integer"));
+                  "model.ffn = 1: expected one of \"dense\", \"moe\", got an integer"));
 }
 
 TEST(Config, StructureDeeperThanSectionKeyIsRejected) {
   EXPECT_TRUE(has(parse_error(std::string(kMinimal) + "[model.attention]\nheads = 4\n"),
-              "'model.attention' is a table, but options are only one level deep"));
+                  "'model.attention' is a table, but options are only one level deep"));
   EXPECT_TRUE(has(parse_error(std::string(kMinimal) + "[model]\nd_model = { x = 1 }\n"),
-              "'model.d_model' is a table"));
+                  "'model.d_model' is a table"));
   EXPECT_TRUE(has(parse_error(std::string("model = 5\n") + kMinimal),
-              "test.toml: 'model' must be a table ([model]), got an integer"));
+                  "test.toml: 'model' must be a table ([model]), got an integer"));
   EXPECT_TRUE(has(parse_error(std::string(kMinimal) + "[[train]]\nsteps = 1\n"),
-              "'train' must be a table ([train]), got an array"));
+                  "'train' must be a table ([train]), got an array"));
 }
 
 TEST(Config, BadEnumValueListsTheAllowedOnes) {
   EXPECT_EQ(parse_error(std::string(kMinimal) + "[model]\nl1 = \"l2\"\n"),
             "test.toml: model.l1 = \"l2\": expected one of \"load_balanced\", \"plain\"");
   EXPECT_TRUE(has(parse_error(std::string(kMinimal) + "[model]\nffn = \"Dense\"\n"),
-              "expected one of \"dense\", \"moe\""));
+                  "expected one of \"dense\", \"moe\""));
 }
 
 TEST(Config, TomlSyntaxErrorNamesTheLine) {
   const std::string e = parse_error(std::string(kMinimal) + "[train]\nsteps = = 3\n");
   EXPECT_TRUE(has(e, "test.toml: TOML syntax error at line 4, column"));
   EXPECT_TRUE(has(parse_error("[model]\nd_model = 64\nd_model = 65\n"),
-              "TOML syntax error at line 3"));  // TOML forbids redefinition
+                  "TOML syntax error at line 3"));  // TOML forbids redefinition
 }
 
 TEST(Config, ValidateRejectsInconsistentValues) {
@@ -272,21 +272,20 @@ TEST(Config, ValidateRejectsInconsistentValues) {
   e = parse_error(std::string(kMinimal) + "[model]\nd_model = 100\nn_heads = 12\n");
   EXPECT_TRUE(has(e, "model.d_model = 100 is not divisible by model.n_heads = 12"));
   EXPECT_TRUE(has(parse_error("[train]\nsteps = 3\n"), "data.path is required"));
-  EXPECT_TRUE(has(parse_error(kMinimal, {"--train.steps=0"}),
-              "train.steps must be at least 1, got 0"));
+  EXPECT_TRUE(
+      has(parse_error(kMinimal, {"--train.steps=0"}), "train.steps must be at least 1, got 0"));
   EXPECT_TRUE(has(parse_error(kMinimal, {"--train.steps=0"}), "command-line overrides"));
   EXPECT_TRUE(has(parse_error(kMinimal, {"--optim.min_lr=0.1"}),
-              "optim.min_lr must be in [0, optim.lr = 0.0005], got 0.1"));
-  EXPECT_TRUE(has(parse_error(kMinimal, {"--remoe.alpha=1"}),
-              "remoe.alpha must be greater than 1, got 1"));
+                  "optim.min_lr must be in [0, optim.lr = 0.0005], got 0.1"));
+  EXPECT_TRUE(
+      has(parse_error(kMinimal, {"--remoe.alpha=1"}), "remoe.alpha must be greater than 1, got 1"));
   EXPECT_TRUE(has(parse_error(kMinimal, {"--remoe.lambda0=0"}), "remoe.lambda0"));
   EXPECT_TRUE(has(parse_error(kMinimal, {"--optim.lr=nan"}), "optim.lr"));
-  EXPECT_TRUE(has(parse_error(kMinimal, {"--optim.beta2=1"}),
-              "optim.beta2 must be in [0, 1), got 1"));
-  EXPECT_TRUE(has(parse_error(kMinimal, {"--optim.warmup_steps=-2"}),
-              "optim.warmup_steps"));
+  EXPECT_TRUE(
+      has(parse_error(kMinimal, {"--optim.beta2=1"}), "optim.beta2 must be in [0, 1), got 1"));
+  EXPECT_TRUE(has(parse_error(kMinimal, {"--optim.warmup_steps=-2"}), "optim.warmup_steps"));
   EXPECT_TRUE(has(parse_error(kMinimal, {"--data.val_fraction=1"}),
-              "data.val_fraction must be in [0, 1), got 1"));
+                  "data.val_fraction must be in [0, 1), got 1"));
   EXPECT_TRUE(has(parse_error(kMinimal, {"--eval.batches=0"}), "eval.batches"));
   EXPECT_TRUE(has(parse_error(kMinimal, {"--log.every=0"}), "log.every"));
   EXPECT_TRUE(has(parse_error(kMinimal, {"--log.run_dir="}), "log.run_dir"));
@@ -324,10 +323,10 @@ TrainConfig unusual_config() {
 
 TEST(Config, ToTomlRoundTripsExactly) {
   for (const TrainConfig& original : {unusual_config(), [] {
-         TrainConfig c;
-         c.data_path = "d";
-         return c;
-       }()}) {
+                                        TrainConfig c;
+                                        c.data_path = "d";
+                                        return c;
+                                      }()}) {
     const std::string text = to_toml(original);
     const TrainConfig back = parse_config(text, "to_toml", {});
     EXPECT_EQ(to_toml(back), text);
@@ -406,34 +405,29 @@ TEST(Config, OptionsHelpListsEveryKeyThatToTomlWrites) {
     ++lines;
   }
   EXPECT_EQ(static_cast<size_t>(std::count(help.begin(), help.end(), '\n')), lines + 1);
-  for (const char* k : {"model.n_kv_heads", "data.val_fraction", "train.grad_accum",
-                        "optim.grad_clip", "remoe.alpha", "eval.every", "eval.batches",
-                        "checkpoint.every", "log.every"})
+  for (const char* k :
+       {"model.n_kv_heads", "data.val_fraction", "train.grad_accum", "optim.grad_clip",
+        "remoe.alpha", "eval.every", "eval.batches", "checkpoint.every", "log.every"})
     EXPECT_NE(std::find(keys.begin(), keys.end(), k), keys.end()) << k;
 }
 
 TEST(Config, LoadConfigReadsTheFileAndNamesItInErrors) {
-  const auto dir = std::filesystem::temp_directory_path() /
-                   ("remoe_config_test_" + std::to_string(::getpid()));
+  const auto dir =
+      std::filesystem::temp_directory_path() / ("remoe_config_test_" + std::to_string(::getpid()));
   std::filesystem::create_directories(dir);
   const std::string path = (dir / "run.toml").string();
-  {
-    std::ofstream(path) << kMinimal << "[train]\nsteps = 12\n[model]\nd_model = \"wide\"\n";
-  }
+  { std::ofstream(path) << kMinimal << "[train]\nsteps = 12\n[model]\nd_model = \"wide\"\n"; }
   EXPECT_EQ(error_of([&] { load_config(path, {}); }),
             path + ": model.d_model = \"wide\": expected an integer, got a string");
-  {
-    std::ofstream(path) << kMinimal << "[train]\nsteps = 12\n[model]\nd_model = 96\n";
-  }
+  { std::ofstream(path) << kMinimal << "[train]\nsteps = 12\n[model]\nd_model = 96\n"; }
   const TrainConfig c = load_config(path, {"--model.d_model=48"});
   EXPECT_EQ(c.steps, 12);
   EXPECT_EQ(c.model.d_model, 48);
 
   const std::string missing = (dir / "missing.toml").string();
   EXPECT_TRUE(has(error_of([&] { load_config(missing, {}); }),
-              "config file '" + missing + "' does not exist"));
-  EXPECT_TRUE(has(error_of([&] { load_config(dir.string(), {}); }),
-              "is not a regular file"));
+                  "config file '" + missing + "' does not exist"));
+  EXPECT_TRUE(has(error_of([&] { load_config(dir.string(), {}); }), "is not a regular file"));
   std::filesystem::remove_all(dir);
 }
 
