@@ -23,16 +23,21 @@
 
 namespace remoe::train {
 
-// Tensors are written under their name() (which must be unique and non-empty), in order.
+// Tensors are written under their name() (which must be unique and non-empty), in order; GPU
+// tensors are copied to the host first. The file is fsynced before this returns.
 void save_safetensors(const std::string& path, const std::vector<Tensor>& tensors,
                       const std::map<std::string, std::string>& metadata = {});
 // CPU tensors named as in the file, in the file's data order. Errors name the file and what is
 // malformed (short header, bad JSON, unknown dtype, offsets outside the data or overlapping,
-// shape/size mismatch).
-std::vector<Tensor> load_safetensors(const std::string& path);
+// shape/size mismatch, data bytes not covered by any tensor). `metadata`, when given, receives
+// the "__metadata__" map.
+std::vector<Tensor> load_safetensors(const std::string& path,
+                                     std::map<std::string, std::string>* metadata = nullptr);
 
-// Copies each tensor of `src` into the `dst` tensor of the same name. Every dst name must be
-// present with the same shape and dtype; `what` names the source in errors.
+// Copies each tensor of `src` into the storage of the `dst` tensor of the same name (dst keeps
+// its identity: parameters stay the same leaves). Every dst name must be present with the same
+// shape and dtype and every src name must be in dst; `what` names the source in errors. Nothing
+// is copied unless everything matches.
 void copy_by_name(const std::vector<Tensor>& dst, const std::vector<Tensor>& src,
                   const std::string& what);
 
@@ -44,12 +49,15 @@ struct Checkpoint {
   nlohmann::json state;
 };
 
-// Returns the checkpoint's directory.
+// Writes step_<8 digits>/ (replacing one of the same step) and returns its path. state.json is
+// `state` (an object) with "step" set to `step`.
 std::string save_checkpoint(const std::string& run_dir, int64_t step,
                             const std::vector<Tensor>& model, const std::vector<Tensor>& optimizer,
                             const nlohmann::json& state);
+// Error when the directory has no COMPLETE file. The step is state.json's "step".
 Checkpoint load_checkpoint(const std::string& dir);
-// The complete checkpoint with the highest step under run_dir, if any.
+// The complete checkpoint with the highest step under run_dir, if any (.tmp dirs, dirs without
+// COMPLETE and other names are ignored).
 std::optional<std::string> latest_checkpoint(const std::string& run_dir);
 
 }  // namespace remoe::train
