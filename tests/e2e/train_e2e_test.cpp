@@ -105,9 +105,14 @@ TEST(Resume, HalfThenResumeIsBitIdenticalToStraight) {
   train::TrainConfig split = straight;
   split.run_dir = fresh_dir("split");
   split.checkpoint_every = 6;
-  split.steps = 6;  // a run cut short after its checkpoint at step 6 ...
-  (void)train::run_training(split);
-  split.steps = 12;  // ... then the same run directory again: it resumes at step 7
+  // A run that dies right after its checkpoint at step 6 (and after the line of step 7 reached
+  // metrics.jsonl) ...
+  struct Crash {};
+  EXPECT_THROW(train::run_training(split, [](const train::StepRecord& r) {
+                 if (r.step == 7) throw Crash{};
+               }),
+               Crash);
+  // ... then the same command again: it resumes at step 7 from the checkpoint of step 6.
   const train::RunResult b = train::run_training(split);
   ASSERT_EQ(b.steps.size(), 6u);
   EXPECT_EQ(b.steps.front().step, 7);
@@ -116,6 +121,12 @@ TEST(Resume, HalfThenResumeIsBitIdenticalToStraight) {
     EXPECT_EQ(b.steps[i].lambda, a.steps[i + 6].lambda) << "step " << b.steps[i].step;
   }
   EXPECT_EQ(b.final_lambda, a.final_lambda);
+  // metrics.jsonl holds each step once: the line step 7 wrote before the crash was dropped.
+  std::ifstream in(fs::path(split.run_dir) / "metrics.jsonl");
+  std::string line;
+  int expected_step = 0;
+  while (std::getline(in, line)) EXPECT_EQ(nlohmann::json::parse(line).at("step").get<int>(), ++expected_step);
+  EXPECT_EQ(expected_step, 12);
   fs::remove_all(straight.run_dir);
   fs::remove_all(split.run_dir);
 }
@@ -150,18 +161,25 @@ TEST(TinyConfig, BeatsBigramAndHoldsTheTargetSparsity) {
   const train::RunResult r = train::run_training(c);
   std::printf("tiny: validation loss %.4f vs bigram %.4f nats/byte\n", r.final_val_loss, bigram);
   EXPECT_LT(r.final_val_loss, bigram);
-  // Stage III: from the moment it first reaches the target, S stays within ±0.02 of 1 − k/E.
+  // Stage I (dense) → II (λ grows, sparsity climbs and overshoots) → III (held): the target is
+  // reached by mid-run, and over the second half the mean sparsity is within ±0.01 of 1 − k/E
+  // with at least 95% of the steps within ±0.02 (one step's S is measured on 512 tokens only).
   const double target = c.model.target_sparsity();
+  const size_t half = r.steps.size() / 2;
   size_t reached = r.steps.size();
-  for (size_t i = 0; i < r.steps.size(); ++i)
-    if (std::abs(r.steps[i].sparsity - target) <= 0.02) {
-      reached = i;
-      break;
-    }
-  ASSERT_LT(reached, r.steps.size() / 2) << "sparsity never reached " << target << " in the first half";
+  for (size_t i = 0; i < r.steps.size() && reached == r.steps.size(); ++i)
+    if (std::abs(r.steps[i].sparsity - target) <= 0.02) reached = i;
+  EXPECT_LT(reached, half) << "sparsity never reached " << target << " in the first half";
+  double mean = 0;
   int outside = 0;
-  for (size_t i = reached; i < r.steps.size(); ++i) outside += std::abs(r.steps[i].sparsity - target) > 0.02;
-  EXPECT_LE(outside, int(r.steps.size() - reached) / 20) << "steps off target after reaching it";
+  for (size_t i = half; i < r.steps.size(); ++i) {
+    mean += r.steps[i].sparsity / double(r.steps.size() - half);
+    outside += std::abs(r.steps[i].sparsity - target) > 0.02;
+  }
+  std::printf("tiny: target %.4f reached at step %zu; second half mean %.4f, %d steps outside ±0.02\n",
+              target, reached + 1, mean, outside);
+  EXPECT_NEAR(mean, target, 0.01);
+  EXPECT_LE(outside, int(r.steps.size() - half) / 20);
   fs::remove_all(c.run_dir);
 }
 
