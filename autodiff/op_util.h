@@ -27,6 +27,17 @@ void check_dim(const char* op, const Arg& a, int64_t i, int64_t expected, const 
 // Until the CUDA backend lands every op runs on the CPU; this names the op that has no kernel.
 void check_cpu(const char* op, std::initializer_list<Arg> args);
 
+// A buffer for the gradient of x when x requires grad, else an undefined tensor; with
+// data_or_null, a backward rule passes nullptr for the gradients nobody needs (kernels skip
+// null outputs).
+inline Tensor grad_buffer(const Tensor& x) {
+  return x.requires_grad() ? Tensor::empty(x.shape(), x.dtype(), x.device()) : Tensor();
+}
+template <typename T>
+T* data_or_null(const Tensor& t) {
+  return t.defined() ? t.data<T>() : nullptr;
+}
+
 // Calls f(T{}) with T = float or double from a runtime dtype; anything else is an error.
 template <typename F>
 void dispatch_float(const char* op, DType dtype, F&& f) {

@@ -31,19 +31,18 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v) {
   Tensor lse = want_grad ? Tensor::empty({B, Hq, S}, q.dtype()) : Tensor();
   dispatch_float(op, q.dtype(), [&](auto tag) {
     using T = decltype(tag);
-    cpu::attention_forward(out.data<T>(), lse.defined() ? lse.data<T>() : nullptr, q.data<T>(),
+    cpu::attention_forward(out.data<T>(), data_or_null<T>(lse), q.data<T>(),
                            k.data<T>(), v.data<T>(), B, S, Hq, Hkv, Dh);
   });
   if (!want_grad) return out;
   record(op, {q, k, v}, {out}, [=] {
     const Tensor dout = out.grad();
-    Tensor dq = q.requires_grad() ? Tensor::empty(q.shape(), q.dtype()) : Tensor();
-    Tensor dk = k.requires_grad() ? Tensor::empty(k.shape(), k.dtype()) : Tensor();
-    Tensor dv = v.requires_grad() ? Tensor::empty(v.shape(), v.dtype()) : Tensor();
+    Tensor dq = grad_buffer(q);
+    Tensor dk = grad_buffer(k);
+    Tensor dv = grad_buffer(v);
     dispatch_float(op, q.dtype(), [&](auto tag) {
       using T = decltype(tag);
-      auto ptr = [](const Tensor& t) { return t.defined() ? t.data<T>() : nullptr; };
-      cpu::attention_backward(ptr(dq), ptr(dk), ptr(dv), dout.data<T>(), q.data<T>(),
+      cpu::attention_backward(data_or_null<T>(dq), data_or_null<T>(dk), data_or_null<T>(dv), dout.data<T>(), q.data<T>(),
                               k.data<T>(), v.data<T>(), out.data<T>(), lse.data<T>(), B, S, Hq,
                               Hkv, Dh);
     });

@@ -28,13 +28,12 @@ Tensor combine(const Tensor& expert_out, const Tensor& gates, const Permutation&
                          row_of.data<int32_t>(), n_tokens, n_experts, d);
   });
   record(op, {expert_out, gates}, {y}, [=] {
-    Tensor dout = expert_out.requires_grad() ? Tensor::empty(expert_out.shape(), y.dtype())
-                                             : Tensor();
-    Tensor dgates = gates.requires_grad() ? Tensor::empty(gates.shape(), y.dtype()) : Tensor();
+    Tensor dout = grad_buffer(expert_out);
+    Tensor dgates = grad_buffer(gates);
     dispatch_float(op, y.dtype(), [&](auto tag) {
       using T = decltype(tag);
-      cpu::combine_backward(dout.defined() ? dout.data<T>() : nullptr,
-                            dgates.defined() ? dgates.data<T>() : nullptr, y.grad().data<T>(),
+      cpu::combine_backward(data_or_null<T>(dout),
+                            data_or_null<T>(dgates), y.grad().data<T>(),
                             expert_out.data<T>(), gates.data<T>(), row_of.data<int32_t>(),
                             n_tokens, n_experts, d, n_rows);
     });

@@ -28,12 +28,12 @@ Tensor grouped_matmul(const Tensor& x, const Tensor& w, const Permutation& perm)
                                 E, k_in, n_out);
   });
   record(op, {x, w}, {y}, [=] {
-    Tensor dx = x.requires_grad() ? Tensor::empty(x.shape(), x.dtype()) : Tensor();
-    Tensor dw = w.requires_grad() ? Tensor::empty(w.shape(), w.dtype()) : Tensor();
+    Tensor dx = grad_buffer(x);
+    Tensor dw = grad_buffer(w);
     dispatch_float(op, x.dtype(), [&](auto tag) {
       using T = decltype(tag);
-      cpu::grouped_matmul_backward(dx.defined() ? dx.data<T>() : nullptr,
-                                   dw.defined() ? dw.data<T>() : nullptr, y.grad().data<T>(),
+      cpu::grouped_matmul_backward(data_or_null<T>(dx),
+                                   data_or_null<T>(dw), y.grad().data<T>(),
                                    x.data<T>(), w.data<T>(), offsets.data<int32_t>(), E, k_in,
                                    n_out);
     });

@@ -26,12 +26,12 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b) {
   });
   record(op, {a, b}, {c}, [=] {
     const Tensor dc = c.grad();
-    Tensor da = a.requires_grad() ? Tensor::empty(a.shape(), a.dtype()) : Tensor();
-    Tensor db = b.requires_grad() ? Tensor::empty(b.shape(), b.dtype()) : Tensor();
+    Tensor da = grad_buffer(a);
+    Tensor db = grad_buffer(b);
     dispatch_float(op, a.dtype(), [&](auto tag) {
       using T = decltype(tag);
-      cpu::matmul_backward(da.defined() ? da.data<T>() : nullptr,
-                           db.defined() ? db.data<T>() : nullptr, dc.data<T>(), a.data<T>(),
+      cpu::matmul_backward(data_or_null<T>(da),
+                           data_or_null<T>(db), dc.data<T>(), a.data<T>(),
                            b.data<T>(), M, N, K, trans_a, trans_b);
     });
     if (da.defined()) accumulate_grad(a, da);

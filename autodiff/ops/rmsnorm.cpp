@@ -29,12 +29,12 @@ Tensor rmsnorm(const Tensor& x, const Tensor& w, double eps) {
     cpu::rmsnorm_forward(y.data<T>(), rstd.data<T>(), x.data<T>(), w.data<T>(), rows, dim, eps);
   });
   record(op, {x, w}, {y}, [=] {
-    Tensor dx = x.requires_grad() ? Tensor::empty(x.shape(), x.dtype()) : Tensor();
-    Tensor dw = w.requires_grad() ? Tensor::empty(w.shape(), w.dtype()) : Tensor();
+    Tensor dx = grad_buffer(x);
+    Tensor dw = grad_buffer(w);
     dispatch_float(op, x.dtype(), [&](auto tag) {
       using T = decltype(tag);
-      cpu::rmsnorm_backward(dx.defined() ? dx.data<T>() : nullptr,
-                            dw.defined() ? dw.data<T>() : nullptr, y.grad().data<T>(),
+      cpu::rmsnorm_backward(data_or_null<T>(dx),
+                            data_or_null<T>(dw), y.grad().data<T>(),
                             x.data<T>(), w.data<T>(), rstd.data<T>(), rows, dim);
     });
     if (dx.defined()) accumulate_grad(x, dx);

@@ -81,8 +81,8 @@ Routing topk_router(const Tensor& logits, int k, bool renormalize) {
     Tensor dlogits = Tensor::empty(logits.shape(), logits.dtype());
     dispatch_float(op, logits.dtype(), [&](auto tag) {
       using T = decltype(tag);
-      cpu::topk_router_backward(dlogits.data<T>(), dgates.defined() ? dgates.data<T>() : nullptr,
-                                dprobs.defined() ? dprobs.data<T>() : nullptr, probs.data<T>(),
+      cpu::topk_router_backward(dlogits.data<T>(), data_or_null<T>(dgates),
+                                data_or_null<T>(dprobs), probs.data<T>(),
                                 mask.data<int32_t>(), n_tokens, n_experts, renormalize);
     });
     accumulate_grad(logits, dlogits);

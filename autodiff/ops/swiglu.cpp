@@ -18,12 +18,12 @@ Tensor swiglu(const Tensor& a, const Tensor& b) {
     cpu::swiglu_forward(h.data<T>(), a.data<T>(), b.data<T>(), h.numel());
   });
   record(op, {a, b}, {h}, [=] {
-    Tensor da = a.requires_grad() ? Tensor::empty(a.shape(), a.dtype()) : Tensor();
-    Tensor db = b.requires_grad() ? Tensor::empty(b.shape(), b.dtype()) : Tensor();
+    Tensor da = grad_buffer(a);
+    Tensor db = grad_buffer(b);
     dispatch_float(op, a.dtype(), [&](auto tag) {
       using T = decltype(tag);
-      cpu::swiglu_backward(da.defined() ? da.data<T>() : nullptr,
-                           db.defined() ? db.data<T>() : nullptr, h.grad().data<T>(),
+      cpu::swiglu_backward(data_or_null<T>(da),
+                           data_or_null<T>(db), h.grad().data<T>(),
                            a.data<T>(), b.data<T>(), h.numel());
     });
     if (da.defined()) accumulate_grad(a, da);
