@@ -85,8 +85,9 @@ TEST_P(ShortRun, LearnsAndLogs) {
   EXPECT_EQ(lines, 16);
   EXPECT_TRUE(fs::exists(fs::path(c.run_dir) / "config.toml"));
   EXPECT_TRUE(fs::exists(fs::path(c.run_dir) / "checkpoints" / "step_00000016" / "COMPLETE"));
-  if (router == model::RouterKind::topk && ffn == model::FfnKind::moe)
+  if (router == model::RouterKind::topk && ffn == model::FfnKind::moe) {
     EXPECT_DOUBLE_EQ(r.steps.back().sparsity, 0.75);  // exactly k of E
+  }
   fs::remove_all(c.run_dir);
 }
 

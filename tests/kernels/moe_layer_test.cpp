@@ -136,7 +136,7 @@ TEST_P(MoeLayer, ReluForwardMatchesThePlainLoop) {
     for (int64_t j = 0; j < d; ++j) EXPECT_EQ(out.y.data<double>()[j], 0.0);
     EXPECT_EQ(out.routing.token_counts.to_vector<int32_t>()[0], 0);
   }
-  if (E > 1) EXPECT_EQ(out.routing.expert_counts.to_vector<int32_t>()[size_t(E - 1)], 0);
+  if (E > 1) { EXPECT_EQ(out.routing.expert_counts.to_vector<int32_t>()[size_t(E - 1)], 0); }
 }
 
 TEST_P(MoeLayer, TopkForwardMatchesThePlainLoop) {

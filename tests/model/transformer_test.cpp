@@ -65,12 +65,12 @@ TEST(Transformer, ParameterShapesCountsAndInit) {
   const model::Transformer m(c, 1);
   int64_t expert = 0;
   for (const Tensor& t : m.parameters()) {
-    if (t.name() == "layers.0.moe.w1") EXPECT_EQ(t.shape(), (Shape{8, 3, 8}));
-    if (t.name() == "layers.1.moe.w2") EXPECT_EQ(t.shape(), (Shape{8, 8, 3}));
-    if (t.name() == "layers.0.moe.router") EXPECT_EQ(t.shape(), (Shape{8, 8}));
-    if (t.name() == "layers.0.attention.wk") EXPECT_EQ(t.shape(), (Shape{4, 8}));  // 1 kv head of 4
+    if (t.name() == "layers.0.moe.w1") { EXPECT_EQ(t.shape(), (Shape{8, 3, 8})); }
+    if (t.name() == "layers.1.moe.w2") { EXPECT_EQ(t.shape(), (Shape{8, 8, 3})); }
+    if (t.name() == "layers.0.moe.router") { EXPECT_EQ(t.shape(), (Shape{8, 8})); }
+    if (t.name() == "layers.0.attention.wk") { EXPECT_EQ(t.shape(), (Shape{4, 8})); }  // 1 kv head of 4
     if (t.name().find(".moe.w") != std::string::npos) expert += t.numel();
-    if (t.name() == "norm") EXPECT_EQ(values(t), std::vector<double>(8, 1.0));
+    if (t.name() == "norm") { EXPECT_EQ(values(t), std::vector<double>(8, 1.0)); }
   }
   EXPECT_EQ(expert, 2 * 3 * 8 * 8 * 3);
   EXPECT_EQ(m.n_active_params(), m.n_params() - expert + expert / 8 * 2);
@@ -81,8 +81,8 @@ TEST(Transformer, ParameterShapesCountsAndInit) {
     return std::sqrt(s / double(t.numel()));
   };
   for (const Tensor& t : m.parameters()) {
-    if (t.name() == "tok_embeddings") EXPECT_NEAR(rms(t), 0.01, 0.002);
-    if (t.name() == "layers.0.moe.w2") EXPECT_NEAR(rms(t), 0.01 / 2.0, 0.001);
+    if (t.name() == "tok_embeddings") { EXPECT_NEAR(rms(t), 0.01, 0.002); }
+    if (t.name() == "layers.0.moe.w2") { EXPECT_NEAR(rms(t), 0.01 / 2.0, 0.001); }
   }
 }
 
