@@ -40,7 +40,7 @@ int train(const std::vector<std::string>& args) {
   std::vector<std::string> overrides;
   for (size_t i = 0; i < args.size(); ++i) {
     if (args[i] == "--config") {
-      REMOE_CHECK(i + 1 < args.size(), "remoe train: --config needs a file");
+      REMOE_CHECK(i + 1 < args.size(), "--config needs a file");
       config_path = args[++i];
     } else if (args[i].rfind("--config=", 0) == 0) {
       config_path = args[i].substr(9);
@@ -48,7 +48,7 @@ int train(const std::vector<std::string>& args) {
       overrides.push_back(args[i]);
     }
   }
-  REMOE_CHECK(!config_path.empty(), "remoe train: --config FILE is required (e.g. configs/tiny.toml)");
+  REMOE_CHECK(!config_path.empty(), "--config FILE is required (e.g. configs/tiny.toml)");
   const remoe::train::TrainConfig config = remoe::train::load_config(config_path, overrides);
   const remoe::train::RunResult result = remoe::train::run_training(config);
   std::printf("done: final validation loss %.4f nats/byte\n", result.final_val_loss);
@@ -66,7 +66,7 @@ int sample(const std::vector<std::string>& args) {
       value = name.substr(eq + 1);
       name = name.substr(0, eq);
     } else {
-      REMOE_CHECK(i + 1 < args.size(), "remoe sample: ", name, " needs a value");
+      REMOE_CHECK(i + 1 < args.size(), name, " needs a value");
       value = args[++i];
     }
     auto number = [&](auto& out) {
@@ -79,8 +79,8 @@ int sample(const std::vector<std::string>& args) {
       } catch (const std::exception&) {
         used = 0;
       }
-      REMOE_CHECK(used == value.size() && !value.empty(), "remoe sample: ", name,
-                  " expects a number, got '", value, "'");
+      REMOE_CHECK(used == value.size() && !value.empty(), name, " expects a number, got '", value,
+                  "'");
     };
     if (name == "--checkpoint") checkpoint = value;
     else if (name == "--prompt") o.prompt = value;
@@ -88,9 +88,9 @@ int sample(const std::vector<std::string>& args) {
     else if (name == "--temperature") number(o.temperature);
     else if (name == "--top-k") number(o.top_k);
     else if (name == "--seed") number(o.seed);
-    else REMOE_FAIL("remoe sample: unknown option ", name);
+    else REMOE_FAIL("unknown option ", name, " (see remoe --help)");
   }
-  REMOE_CHECK(!checkpoint.empty(), "remoe sample: --checkpoint DIR is required (a run directory works)");
+  REMOE_CHECK(!checkpoint.empty(), "--checkpoint DIR is required (a run directory works)");
   const std::string text = remoe::train::sample_text(checkpoint, o);
   std::printf("%s%s\n", o.prompt.c_str(), text.c_str());
   return 0;
@@ -101,8 +101,7 @@ int sample(const std::vector<std::string>& args) {
 int main(int argc, char** argv) {
   if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h")) {
     std::fputs(kUsage, argc < 2 ? stderr : stdout);
-    if (argc >= 2) std::printf("\nconfig keys (TOML [section] key = value, or --section.key=value):\n%s",
-                               remoe::train::options_help().c_str());
+    if (argc >= 2) std::printf("\n%s", remoe::train::options_help().c_str());
     return argc < 2 ? 2 : 0;
   }
   const std::string cmd = argv[1];

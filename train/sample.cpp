@@ -25,8 +25,9 @@ std::string sample_text(const std::string& path, const SampleOptions& o) {
   }
   const Checkpoint ck = load_checkpoint(dir);
   REMOE_CHECK(ck.state.contains("config"), "sample: ", dir, "/state.json has no config");
-  TrainConfig config = parse_config(ck.state.at("config").get<std::string>(), dir + "/state.json", {});
-  config.model.vocab_size = 256;
+  const TrainConfig config = parse_config(ck.state.at("config").get<std::string>(), dir + "/state.json", {});
+  REMOE_CHECK(config.model.vocab_size == 256, "sample: ", dir, " holds a model with vocabulary ",
+              config.model.vocab_size, "; sampling writes bytes (256)");
   const model::Transformer model(config.model, 0);
   copy_by_name(model.parameters(), ck.model, dir + "/model.safetensors");
 

@@ -79,9 +79,10 @@ double evaluate(const model::Transformer& model, const TextCorpus& corpus, const
 
 RunResult run_training(const TrainConfig& config_in,
                        const std::function<void(const StepRecord&)>& on_step) {
-  TrainConfig c = config_in;
-  c.model.vocab_size = 256;  // bytes
+  const TrainConfig& c = config_in;
   c.validate();
+  REMOE_CHECK(c.model.vocab_size == 256, "model.vocab_size = ", c.model.vocab_size,
+              ", but ", c.data_path, " is read as bytes: the vocabulary is 256");
   const bool moe = c.model.ffn == model::FfnKind::moe;
   const bool adaptive_lambda = moe && c.model.router == model::RouterKind::relu;
 
