@@ -124,6 +124,7 @@ RunResult run_training(const TrainConfig& config_in,
   std::ofstream metrics(metrics_path, start > 0 ? std::ios::app : std::ios::trunc);
   REMOE_CHECK(metrics, "cannot write ", metrics_path.string());
 
+  std::printf("%s\n", to_toml(c).c_str());  // the resolved config, as saved in config.toml
   std::printf("remoe train: %s, %lld params (%lld active), %lld steps of %lld×%lld×%lld tokens\n",
               c.data_path.c_str(), (long long)model.n_params(), (long long)model.n_active_params(),
               (long long)c.steps, (long long)c.grad_accum, (long long)c.batch_size, (long long)c.seq_len);

@@ -11,6 +11,7 @@
 #include "tests/test_util.h"
 #include "train/config.h"
 #include "train/data.h"
+#include "train/sample.h"
 #include "train/trainer.h"
 
 namespace remoe::test {
@@ -85,6 +86,17 @@ TEST_P(ShortRun, LearnsAndLogs) {
   EXPECT_EQ(lines, 16);
   EXPECT_TRUE(fs::exists(fs::path(c.run_dir) / "config.toml"));
   EXPECT_TRUE(fs::exists(fs::path(c.run_dir) / "checkpoints" / "step_00000016" / "COMPLETE"));
+  // Sampling from the run directory: `length` bytes, the same for the same seed.
+  train::SampleOptions o;
+  o.prompt = "ROMEO:";
+  o.length = 40;
+  o.seed = 5;
+  const std::string a = train::sample_text(c.run_dir, o), b = train::sample_text(c.run_dir, o);
+  EXPECT_EQ(a.size(), 40u);
+  EXPECT_EQ(a, b);
+  o.seed = 6;
+  o.top_k = 1;  // greedy: the same whatever the seed
+  EXPECT_EQ(train::sample_text(c.run_dir, o), (o.seed = 7, train::sample_text(c.run_dir, o)));
   if (router == model::RouterKind::topk && ffn == model::FfnKind::moe) {
     EXPECT_DOUBLE_EQ(r.steps.back().sparsity, 0.75);  // exactly k of E
   }
