@@ -406,9 +406,64 @@ void apply_table(TrainConfig& config, const toml::table& root, std::string_view 
   }
 }
 
+// Megatron-LM's spelling of the same options (and the ReMoE fork's MoE flags), accepted on the
+// command line for users who come from there. A bare flag stands for `key=value`.
+struct Alias {
+  std::string_view flag;
+  std::string_view key;
+  std::string_view bare_value;  // non-empty: a flag without a value means key=bare_value
+};
+
+constexpr Alias kMegatronAliases[] = {
+    {"num-layers", "model.n_layers", ""},
+    {"hidden-size", "model.d_model", ""},
+    {"ffn-hidden-size", "model.d_ffn", ""},
+    {"num-attention-heads", "model.n_heads", ""},
+    {"num-query-groups", "model.n_kv_heads", ""},
+    {"norm-epsilon", "model.norm_eps", ""},
+    {"rotary-base", "model.rope_base", ""},
+    {"init-method-std", "model.init_std", ""},
+    {"num-experts", "model.n_experts", ""},
+    {"moe-router-topk", "model.top_k", ""},
+    {"moe-aux-loss-coeff", "model.aux_coeff", ""},
+    {"moe-granularity", "model.granularity", ""},
+    {"moe-relu-routing", "model.router", "relu"},
+    {"moe-relu-l1-reg-coeff-init", "remoe.lambda0", ""},
+    {"moe-relu-l1-reg-coeff-multiplier", "remoe.alpha", ""},
+    {"seq-length", "train.seq_len", ""},
+    {"micro-batch-size", "train.batch_size", ""},
+    {"train-iters", "train.steps", ""},
+    {"seed", "train.seed", ""},
+    {"lr", "optim.lr", ""},
+    {"min-lr", "optim.min_lr", ""},
+    {"lr-warmup-iters", "optim.warmup_steps", ""},
+    {"weight-decay", "optim.weight_decay", ""},
+    {"adam-beta1", "optim.beta1", ""},
+    {"adam-beta2", "optim.beta2", ""},
+    {"adam-eps", "optim.eps", ""},
+    {"clip-grad", "optim.grad_clip", ""},
+    {"eval-interval", "eval.every", ""},
+    {"eval-iters", "eval.batches", ""},
+    {"save-interval", "checkpoint.every", ""},
+    {"log-interval", "log.every", ""},
+};
+
+// "num-experts=8" → "model.n_experts=8", "moe-relu-routing" → "model.router=relu"; anything
+// else unchanged.
+std::string resolve_alias(std::string_view s) {
+  const size_t eq = s.find('=');
+  const std::string_view flag = s.substr(0, eq);
+  for (const Alias& a : kMegatronAliases) {
+    if (flag != a.flag) continue;
+    if (eq != std::string_view::npos) return str_cat(a.key, s.substr(eq));
+    if (!a.bare_value.empty()) return str_cat(a.key, "=", a.bare_value);
+  }
+  return std::string(s);
+}
+
 void apply_override(TrainConfig& config, const std::string& text) {
-  std::string_view s = text;
-  if (s.starts_with("--")) s.remove_prefix(2);
+  const std::string resolved = resolve_alias(std::string_view(text).substr(text.starts_with("--") ? 2 : 0));
+  std::string_view s = resolved;
   const size_t eq = s.find('=');
   REMOE_CHECK(eq != std::string_view::npos, "command line: '", text,
               "' has no '=': expected --section.key=value");
@@ -547,6 +602,15 @@ std::string options_help() {
     out += r[1] + std::string(width[1] - r[1].size() + 2, ' ');
     out += r[2] + "\n";
   }
+  out += "\nMegatron-LM spellings, accepted on the command line (--flag=value or --flag value):\n";
+  for (const Alias& a : kMegatronAliases)
+    out += str_cat("  --", a.flag, " → ", a.key, a.bare_value.empty() ? "" : str_cat(" = ", a.bare_value), "\n");
+  return out;
+}
+
+std::vector<std::pair<std::string, std::string>> megatron_aliases() {
+  std::vector<std::pair<std::string, std::string>> out;
+  for (const Alias& a : kMegatronAliases) out.emplace_back(a.flag, a.key);
   return out;
 }
 

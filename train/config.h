@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "model/config.h"
@@ -65,7 +66,10 @@ TrainConfig load_config(const std::string& path, const std::vector<std::string>&
 
 // Every key with its resolved value, as TOML that parse_config reads back to the same config.
 std::string to_toml(const TrainConfig& config);
-// The option table: one line per key with its type, default and description.
+// The option table: one line per key with its type, default and description, then the
+// Megatron-LM flags accepted as aliases.
 std::string options_help();
+// (Megatron-LM flag without "--", remoe key) for every alias.
+std::vector<std::pair<std::string, std::string>> megatron_aliases();
 
 }  // namespace remoe::train

@@ -9,6 +9,7 @@
 
 #include "autodiff/device.h"
 #include "train/config.h"
+#include "train/estimate.h"
 #include "train/sample.h"
 #include "train/trainer.h"
 
@@ -19,6 +20,8 @@ constexpr const char* kUsage =
     "\n"
     "commands:\n"
     "  train --config FILE [--section.key=value ...]   train a model (on the CPU for now)\n"
+    "        [--print-config] [--dry-run]              print the resolved config / what the run\n"
+    "                                                  will cost (parameters, FLOPs, memory), then exit\n"
     "  sample --checkpoint DIR [--prompt TEXT] [--length N] [--temperature T] [--top-k K]\n"
     "         [--seed S]                               generate bytes from a checkpoint (or a\n"
     "                                                  run directory: its newest checkpoint)\n"
@@ -38,18 +41,31 @@ int info() {
 int train(const std::vector<std::string>& args) {
   std::string config_path;
   std::vector<std::string> overrides;
+  bool print_config = false, dry_run = false;
   for (size_t i = 0; i < args.size(); ++i) {
-    if (args[i] == "--config") {
+    const std::string& a = args[i];
+    if (a == "--config") {
       REMOE_CHECK(i + 1 < args.size(), "--config needs a file");
       config_path = args[++i];
-    } else if (args[i].rfind("--config=", 0) == 0) {
-      config_path = args[i].substr(9);
+    } else if (a.rfind("--config=", 0) == 0) {
+      config_path = a.substr(9);
+    } else if (a == "--print-config") {
+      print_config = true;
+    } else if (a == "--dry-run") {
+      dry_run = true;
+    } else if (a.rfind("--", 0) == 0 && a.find('=') == std::string::npos && i + 1 < args.size() &&
+               args[i + 1].rfind("--", 0) != 0) {
+      overrides.push_back(a + "=" + args[++i]);  // Megatron style: --flag value
     } else {
-      overrides.push_back(args[i]);
+      overrides.push_back(a);
     }
   }
   REMOE_CHECK(!config_path.empty(), "--config FILE is required (e.g. configs/tiny.toml)");
   const remoe::train::TrainConfig config = remoe::train::load_config(config_path, overrides);
+  if (print_config) std::printf("%s", remoe::train::to_toml(config).c_str());
+  if (dry_run)
+    std::printf("%s", remoe::train::describe_estimate(config, remoe::train::estimate_run(config)).c_str());
+  if (print_config || dry_run) return 0;
   const remoe::train::RunResult result = remoe::train::run_training(config);
   std::printf("done: final validation loss %.4f nats/byte\n", result.final_val_loss);
   return 0;
