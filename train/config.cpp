@@ -428,6 +428,7 @@ constexpr Alias kMegatronAliases[] = {
     {"moe-aux-loss-coeff", "model.aux_coeff", ""},
     {"moe-granularity", "model.granularity", ""},
     {"moe-relu-routing", "model.router", "relu"},
+    {"moe-router-pre-softmax", "model.renormalize", "false"},
     {"moe-relu-l1-reg-coeff-init", "remoe.lambda0", ""},
     {"moe-relu-l1-reg-coeff-multiplier", "remoe.alpha", ""},
     {"seq-length", "train.seq_len", ""},

@@ -14,7 +14,8 @@ TEST(MegatronAliases, MapToTheSameKeys) {
       kMinimal, "test.toml",
       {"--num-experts=16", "--moe-router-topk=2", "--moe-aux-loss-coeff=0.02", "--moe-granularity=2",
        "--hidden-size=64", "--num-attention-heads=4", "--num-query-groups=2", "--lr=1e-3",
-       "--train-iters=77", "--moe-relu-routing", "--moe-relu-l1-reg-coeff-init=1e-7"});
+       "--train-iters=77", "--moe-relu-routing", "--moe-relu-l1-reg-coeff-init=1e-7",
+       "--model.renormalize=true", "--moe-router-pre-softmax"});
   EXPECT_EQ(c.model.n_experts, 16);
   EXPECT_EQ(c.model.top_k, 2);
   EXPECT_EQ(c.model.aux_coeff, 0.02);
@@ -25,6 +26,7 @@ TEST(MegatronAliases, MapToTheSameKeys) {
   EXPECT_EQ(c.steps, 77);
   EXPECT_EQ(c.model.router, model::RouterKind::relu);
   EXPECT_EQ(c.lambda0, 1e-7);
+  EXPECT_FALSE(c.model.renormalize);  // the later flag wins
 }
 
 TEST(MegatronAliases, EveryAliasNamesARealKeyAndIsInTheHelp) {
