@@ -25,17 +25,17 @@ static_assert(std::endian::native == std::endian::little, "token readers assume 
 // A whole file mapped read-only; unmapped when the last TokenSource using it goes.
 class MappedFile {
  public:
-  // `what` says what the file should be ("llm.c token shard") in the errors.
+  // `what` says what the file should be ("an llm.c token shard") in the errors.
   MappedFile(const std::string& path, std::string_view what) : path_(path) {
     namespace fs = std::filesystem;
     std::error_code ec;
     const fs::file_status st = fs::status(path, ec);
     REMOE_CHECK(!ec || ec == std::errc::no_such_file_or_directory,
                 "data: cannot inspect '", path, "': ", ec.message());
-    REMOE_CHECK(fs::exists(st), "data: no such file '", path, "' (expected a ", what, ")");
-    REMOE_CHECK(!fs::is_directory(st), "data: '", path, "' is a directory, expected a ", what);
+    REMOE_CHECK(fs::exists(st), "data: no such file '", path, "' (expected ", what, ")");
+    REMOE_CHECK(!fs::is_directory(st), "data: '", path, "' is a directory, expected ", what);
     // A FIFO or device would block or never end.
-    REMOE_CHECK(fs::is_regular_file(st), "data: '", path, "' is not a regular file (expected a ",
+    REMOE_CHECK(fs::is_regular_file(st), "data: '", path, "' is not a regular file (expected ",
                 what, ")");
     const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     REMOE_CHECK(fd >= 0, "data: cannot read '", path, "' (cannot open it: ", std::strerror(errno),
@@ -232,7 +232,7 @@ TokenSource open_text(const std::string& path) {
   REMOE_CHECK(!path.ends_with(".xz"), "data: '", path,
               "' is xz-compressed; compressed corpora are not read yet: decompress it with ",
               "`xz -dk ", path, "` and use '", path.substr(0, path.size() - 3), "'");
-  auto file = std::make_shared<const MappedFile>(path, "text file");
+  auto file = std::make_shared<const MappedFile>(path, "a text file");
   REMOE_CHECK(file->size() > 0, "data: '", path, "' is empty (0 bytes)");
   SourceBuilder b(path);
   b.add(file, 0, file->size(), Type::u8);
@@ -240,7 +240,7 @@ TokenSource open_text(const std::string& path) {
 }
 
 TokenSource open_llmc_shard(const std::string& path) {
-  auto file = std::make_shared<const MappedFile>(path, "llm.c token shard");
+  auto file = std::make_shared<const MappedFile>(path, "an llm.c token shard");
   const uint8_t* d = file->data();
   const int64_t size = file->size();
   REMOE_CHECK(size >= kLlmcHeaderBytes, "data: '", path, "' is ", size,
@@ -302,8 +302,8 @@ TokenSource open_megatron(const std::string& path) {
   const std::string prefix =
       path.ends_with(".bin") || path.ends_with(".idx") ? path.substr(0, path.size() - 4) : path;
   const std::string idx_path = prefix + ".idx", bin_path = prefix + ".bin";
-  auto idx = std::make_shared<const MappedFile>(idx_path, "Megatron index (prefix.idx)");
-  auto bin = std::make_shared<const MappedFile>(bin_path, "Megatron data file (prefix.bin)");
+  auto idx = std::make_shared<const MappedFile>(idx_path, "a Megatron index (prefix.idx)");
+  auto bin = std::make_shared<const MappedFile>(bin_path, "a Megatron data file (prefix.bin)");
   const uint8_t* d = idx->data();
   const int64_t idx_size = idx->size(), bin_size = bin->size();
   const auto where = [&](int64_t offset) {
