@@ -29,10 +29,12 @@ using model::RouterKind;
 constexpr std::array<std::string_view, 2> kFfnNames{"dense", "moe"};
 constexpr std::array<std::string_view, 2> kRouterNames{"relu", "topk"};
 constexpr std::array<std::string_view, 2> kL1Names{"load_balanced", "plain"};
+constexpr std::array<std::string_view, 3> kDataFormatNames{"text", "llmc", "megatron"};
 
 std::span<const std::string_view> names(FfnKind) { return kFfnNames; }
 std::span<const std::string_view> names(RouterKind) { return kRouterNames; }
 std::span<const std::string_view> names(L1Kind) { return kL1Names; }
+std::span<const std::string_view> names(DataFormat) { return kDataFormatNames; }
 
 enum class Type { integer, unsigned_integer, floating, boolean, string, choice };
 
@@ -126,9 +128,16 @@ const std::vector<Option>& options() {
       option<&C::model, &M::renormalize>("model.renormalize",
                                          "TopK: divide the k gates by their sum"),
 
-      option<&C::data_path>("data.path", "text file read as bytes"),
+      option<&C::data_path>("data.path",
+                            "training data: text file, llm.c shards (glob), Megatron prefix"),
       option<&C::val_fraction>("data.val_fraction",
-                               "last fraction of the bytes kept for validation"),
+                               "last fraction of the tokens for validation (without val_path)"),
+      option<&C::data_format>("data.format",
+                              "text (bytes), llmc (llm.c shards, path may be a glob) or megatron"),
+      option<&C::val_path>("data.val_path",
+                           "validation data in the same format (optional; else val_fraction)"),
+      option<&C::within_documents>("data.within_documents",
+                                   "windows never cross a document boundary (megatron only)"),
 
       option<&C::seed>("train.seed", "random seed (init and data sampling)"),
       option<&C::steps>("train.steps", "optimizer steps"),
@@ -504,9 +513,12 @@ void TrainConfig::validate() const {
               "model.init_std must be positive and finite, got ", model.init_std);
   REMOE_CHECK(std::isfinite(model.aux_coeff) && model.aux_coeff >= 0,
               "model.aux_coeff must be non-negative and finite, got ", model.aux_coeff);
-  REMOE_CHECK(!data_path.empty(), "data.path is required (the training text file)");
+  REMOE_CHECK(!data_path.empty(), "data.path is required (the training data)");
   REMOE_CHECK(val_fraction >= 0 && val_fraction < 1, "data.val_fraction must be in [0, 1), got ",
               val_fraction);
+  REMOE_CHECK(!within_documents || data_format == DataFormat::megatron,
+              "data.within_documents = true needs data.format = \"megatron\" (the only format ",
+              "with document boundaries), got \"", kDataFormatNames[size_t(data_format)], "\"");
   REMOE_CHECK(seed <= static_cast<uint64_t>(std::numeric_limits<int64_t>::max()),
               "train.seed must fit a signed 64-bit integer (TOML's), got ", seed);
   REMOE_CHECK(steps >= 1, "train.steps must be at least 1, got ", steps);
@@ -592,7 +604,9 @@ std::string options_help() {
     const Value v = o.get(defaults);
     const auto* s = std::get_if<std::string>(&v);
     rows.push_back({str_cat("--", o.key, "=", type_label(o)),
-                    s && s->empty() ? "(required)" : str_cat("(default ", format_value(v), ")"),
+                    s && s->empty() && o.key == "data.path"  // the one key without a default
+                        ? "(required)"
+                        : str_cat("(default ", format_value(v), ")"),
                     std::string(o.description)});
     for (size_t i = 0; i < 2; ++i) width[i] = std::max(width[i], rows.back()[i].size());
   }

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "model/config.h"
+#include "train/token_source.h"
 
 namespace remoe::train {
 
@@ -19,8 +20,11 @@ struct TrainConfig {
   model::ModelConfig model;  // [model]
 
   // [data]
-  std::string data_path;      // a text file read as bytes (vocabulary 256)
-  double val_fraction = 0.1;  // the last fraction of the bytes is the validation split
+  std::string data_path;      // text file, llm.c shard(s) (a glob) or Megatron prefix
+  double val_fraction = 0.1;  // the last fraction of the tokens is the validation split
+  DataFormat data_format = DataFormat::text;  // how data_path is read (train/token_source.h)
+  std::string val_path;           // validation data in the same format; "": use val_fraction
+  bool within_documents = false;  // windows never cross a document boundary (megatron only)
 
   // [train]
   uint64_t seed = 1337;

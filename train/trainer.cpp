@@ -63,12 +63,12 @@ void print_line(const StepRecord& r, int64_t steps, bool moe) {
   std::fflush(stdout);
 }
 
-double evaluate(const model::Transformer& model, const TextCorpus& corpus, const TrainConfig& c) {
+double evaluate(const model::Transformer& model, const Corpus& corpus, const TrainConfig& c) {
   NoGradGuard no_grad;
-  const int64_t n = int64_t(corpus.bytes.size());
   double total = 0;
   for (int64_t i = 0; i < c.eval_batches; ++i) {
-    const Batch b = fixed_batch(corpus, corpus.train_end, n, c.seq_len, c.batch_size, i, c.eval_batches);
+    const Batch b = fixed_batch(corpus.val, corpus.val_begin, corpus.val.size(), c.seq_len,
+                                c.batch_size, i, c.eval_batches, "validation", c.within_documents);
     const model::ForwardOutput out = model.forward(b.inputs, c.batch_size, c.seq_len, 0.0);
     total += ops::cross_entropy(out.logits, b.targets).item();
   }
@@ -81,15 +81,16 @@ RunResult run_training(const TrainConfig& config_in,
                        const std::function<void(const StepRecord&)>& on_step) {
   const TrainConfig& c = config_in;
   c.validate();
-  REMOE_CHECK(c.model.vocab_size == 256, "model.vocab_size = ", c.model.vocab_size,
-              ", but ", c.data_path, " is read as bytes: the vocabulary is 256");
   const bool moe = c.model.ffn == model::FfnKind::moe;
   const bool adaptive_lambda = moe && c.model.router == model::RouterKind::relu;
 
-  const TextCorpus corpus = load_text(c.data_path, c.val_fraction);
-  WindowSampler sampler(corpus, 0, corpus.train_end, c.seq_len, c.seed, "train");
-  if (c.val_fraction > 0)  // fail at start-up, not at the first evaluation
-    (void)fixed_batch(corpus, corpus.train_end, int64_t(corpus.bytes.size()), c.seq_len, c.batch_size, 0, c.eval_batches);
+  const Corpus corpus = load_corpus(c.data_format, c.data_path, c.val_path, c.val_fraction);
+  check_vocabulary(corpus, c.data_format, c.model.vocab_size);
+  WindowSampler sampler(corpus.train, 0, corpus.train_end, c.seq_len, c.seed, "train",
+                        c.within_documents);
+  if (corpus.has_validation())  // fail at start-up, not at the first evaluation
+    (void)fixed_batch(corpus.val, corpus.val_begin, corpus.val.size(), c.seq_len, c.batch_size, 0,
+                      c.eval_batches, "validation", c.within_documents);
 
   model::Transformer model(c.model, c.seed);
   const std::vector<Tensor>& params = model.parameters();
@@ -175,7 +176,7 @@ RunResult run_training(const TrainConfig& config_in,
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     r.tokens_per_s = double(c.grad_accum * c.batch_size * c.seq_len) / seconds;
     const bool last = r.step == c.steps;
-    if (c.val_fraction > 0 && (last || (c.eval_every > 0 && r.step % c.eval_every == 0))) {
+    if (corpus.has_validation() && (last || (c.eval_every > 0 && r.step % c.eval_every == 0))) {
       r.has_val = true;
       r.val_loss = evaluate(model, corpus, c);
       r.val_bpb = r.val_loss / std::numbers::ln2;

@@ -144,19 +144,53 @@ TEST(Resume, HalfThenResumeIsBitIdenticalToStraight) {
   fs::remove_all(split.run_dir);
 }
 
+// llm.c shards made from the text by scripts/text_to_shards.py (three training shards, so
+// windows straddle shard boundaries) hold the same tokens in the same split: the run on them is
+// the run on the text, step for step and bit for bit.
+TEST(Shards, TrainingOnShardsOfTheTextIsTrainingOnTheText) {
+  if (!fs::exists(kShakespeare)) GTEST_SKIP() << kShakespeare << " not found";
+  if (std::system("python3 --version > /dev/null 2>&1") != 0) GTEST_SKIP() << "no python3";
+  const std::string prefix = fresh_dir("shards") + "/ts";
+  const std::string cmd = "python3 scripts/text_to_shards.py " + std::string(kShakespeare) + " " +
+                          prefix + " --val-fraction 0.1 --shard-tokens 400000 > /dev/null 2>&1";
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  ASSERT_TRUE(fs::exists(prefix + "_train_000002.bin"));
+
+  train::TrainConfig text = small_run("shards_text", model::FfnKind::moe, model::RouterKind::relu);
+  text.steps = 8;
+  text.eval_every = 4;
+  train::TrainConfig shards = text;
+  shards.run_dir = fresh_dir("shards_llmc");
+  shards.data_format = train::DataFormat::llmc;
+  shards.data_path = prefix + "_train_*.bin";
+  shards.val_path = prefix + "_val_*.bin";
+  const train::RunResult a = train::run_training(text), b = train::run_training(shards);
+  ASSERT_EQ(b.steps.size(), 8u);
+  for (size_t i = 0; i < 8; ++i) {
+    EXPECT_EQ(b.steps[i].loss, a.steps[i].loss) << "step " << i + 1;
+    EXPECT_EQ(b.steps[i].has_val, a.steps[i].has_val) << "step " << i + 1;
+    EXPECT_EQ(b.steps[i].val_loss, a.steps[i].val_loss) << "step " << i + 1;
+  }
+  EXPECT_LT(b.steps.back().loss, b.steps.front().loss);
+  for (const auto& dir : {text.run_dir, shards.run_dir, fs::path(prefix).parent_path().string()})
+    fs::remove_all(dir);
+}
+
 // A count-based bigram model with add-one smoothing fitted on the training split, scored on
 // the validation windows the trainer evaluates on: the baseline the tiny run must beat.
 double bigram_val_loss(const train::TrainConfig& c) {
-  const train::TextCorpus corpus = train::load_text(c.data_path, c.val_fraction);
+  const train::Corpus corpus = train::load_text(c.data_path, c.val_fraction);
+  std::vector<int32_t> bytes(size_t(corpus.train_end));
+  corpus.train.read(0, corpus.train_end, bytes.data());
   std::vector<double> counts(256 * 256, 1.0), totals(256, 256.0);
-  for (int64_t i = 0; i + 1 < corpus.train_end; ++i) {
-    counts[size_t(corpus.bytes[size_t(i)]) * 256 + corpus.bytes[size_t(i + 1)]] += 1;
-    totals[corpus.bytes[size_t(i)]] += 1;
+  for (size_t i = 0; i + 1 < bytes.size(); ++i) {
+    counts[size_t(bytes[i]) * 256 + size_t(bytes[i + 1])] += 1;
+    totals[size_t(bytes[i])] += 1;
   }
   double total = 0;
   int64_t n = 0;
   for (int64_t b = 0; b < c.eval_batches; ++b) {
-    const train::Batch batch = train::fixed_batch(corpus, corpus.train_end, int64_t(corpus.bytes.size()),
+    const train::Batch batch = train::fixed_batch(corpus.val, corpus.val_begin, corpus.val.size(),
                                                   c.seq_len, c.batch_size, b, c.eval_batches);
     const auto in = batch.inputs.to_vector<int32_t>(), tg = batch.targets.to_vector<int32_t>();
     for (size_t i = 0; i < in.size(); ++i, ++n)

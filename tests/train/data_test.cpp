@@ -65,6 +65,12 @@ std::vector<uint8_t> random_bytes(size_t n, uint64_t seed) {
 
 std::vector<int32_t> ints(const Tensor& t) { return t.to_vector<int32_t>(); }
 
+std::vector<int32_t> all_tokens(const TokenSource& s) {
+  std::vector<int32_t> v(size_t(s.size()));
+  s.read(0, s.size(), v.data());
+  return v;
+}
+
 // Fails unless `message` contains every one of `parts`.
 void expect_mentions(const std::string& message, std::initializer_list<std::string> parts) {
   EXPECT_FALSE(message.empty());
@@ -79,14 +85,18 @@ TEST(DataLoad, BytesBecomeTokenIdsIncludingHighBytes) {
   TempDir dir;
   const std::vector<uint8_t> bytes = {0, 'A', 'z', 10, 127, 128, 129, 200, 0xC3, 0xA9, 254, 255};
   const auto path = dir.write("b.txt", bytes);
-  const TextCorpus c = load_text(path, 0.0);
-  EXPECT_EQ(c.path, path);
-  EXPECT_EQ(c.bytes, bytes);
+  const Corpus c = load_text(path, 0.0);
+  EXPECT_EQ(c.train.name(), path);
+  EXPECT_EQ(all_tokens(c.train), std::vector<int32_t>(bytes.begin(), bytes.end()));
+  EXPECT_EQ(c.train.max_token(), 255);
+  EXPECT_EQ(c.train.max_token_offset(), 11);
+  EXPECT_TRUE(c.train.document_starts().empty());
+  EXPECT_FALSE(c.has_validation());
   EXPECT_EQ(c.train_end, int64_t(bytes.size()));
 
   // One possible window (S = size − 1): it is the whole file.
   const int64_t S = int64_t(bytes.size()) - 1;
-  WindowSampler sampler(c, 0, c.train_end, S, 7, "train");
+  WindowSampler sampler(c.train, 0, c.train_end, S, 7, "train");
   const Batch b = sampler.next(2);
   ASSERT_EQ(b.inputs.dtype(), DType::i32);
   ASSERT_EQ(b.targets.dtype(), DType::i32);
@@ -100,7 +110,7 @@ TEST(DataLoad, BytesBecomeTokenIdsIncludingHighBytes) {
   EXPECT_EQ(ints(b.inputs), in2);
   EXPECT_EQ(ints(b.targets), tg2);
 
-  const Batch f = fixed_batch(c, 0, c.train_end, S, 1, 0, 1);
+  const Batch f = fixed_batch(c.train, 0, c.train_end, S, 1, 0, 1);
   EXPECT_EQ(ints(f.inputs), in);
   EXPECT_EQ(ints(f.targets), tg);
 }
@@ -113,17 +123,21 @@ TEST(DataLoad, SplitBoundary) {
   EXPECT_EQ(load_text(path, 0.25).train_end, 750);
   EXPECT_EQ(load_text(path, 0.0015).train_end, 999);  // ⌊1.5⌋ = 1 validation byte
   EXPECT_EQ(load_text(path, 0.999).train_end, 1);
-  EXPECT_EQ(load_text(path, 0.1).bytes.size(), 1000u);
+  EXPECT_EQ(load_text(path, 0.1).train.size(), 1000);
 }
 
 TEST(DataLoad, TinyShakespeare) {
   const std::string path = "/work/shared/data/tinyshakespeare.txt";
   if (!fs::exists(path)) GTEST_SKIP() << path << " is not here";
-  const TextCorpus c = load_text(path, 0.1);
-  EXPECT_EQ(c.bytes.size(), 1115394u);
+  const Corpus c = load_text(path, 0.1);
+  ASSERT_EQ(c.train.size(), 1115394);
   EXPECT_EQ(c.train_end, 1115394 - 111539);
-  EXPECT_EQ(std::string(c.bytes.begin(), c.bytes.begin() + 14), "First Citizen:");
-  WindowSampler val(c, c.train_end, int64_t(c.bytes.size()), 64, 3, "validation");
+  std::vector<int32_t> head(14);
+  c.train.read(0, 14, head.data());
+  EXPECT_EQ(std::string(head.begin(), head.end()), "First Citizen:");
+  EXPECT_EQ(c.val_begin, c.train_end);
+  EXPECT_EQ(c.val.size(), c.train.size());
+  WindowSampler val(c.val, c.val_begin, c.val.size(), 64, 3, "validation");
   const auto in = ints(val.next(4).inputs);
   EXPECT_TRUE(std::all_of(in.begin(), in.end(), [](int32_t v) { return v >= 0 && v < 256; }));
 }
@@ -147,7 +161,7 @@ TEST(DataLoad, Errors) {
 
   const auto tiny = dir.write("tiny.txt", random_bytes(10, 3));
   expect_mentions(error_of([&] { load_text(tiny, 0.05); }),
-                  {tiny, "empty validation split", "10 bytes", "0.05"});
+                  {tiny, "empty validation split", "10 tokens", "0.05"});
   EXPECT_EQ(load_text(tiny, 0.1).train_end, 9);
 
   const auto xz = dir.write("corpus.txt.xz", random_bytes(50, 4));
@@ -168,10 +182,10 @@ TEST(DataLoad, UnreadableFile) {
 TEST(DataSampler, WindowsMatchTheCorpusAndTargetsAreShiftedInputs) {
   TempDir dir;
   const auto bytes = random_bytes(500, 6);
-  const TextCorpus c = load_text(dir.write("r.txt", bytes), 0.2);
+  const Corpus c = load_text(dir.write("r.txt", bytes), 0.2);
   ASSERT_EQ(c.train_end, 400);
   const int64_t S = 16, B = 8, begin = 0, end = c.train_end;
-  WindowSampler sampler(c, begin, end, S, 42, "train");
+  WindowSampler sampler(c.train, begin, end, S, 42, "train");
   Rng ref(42);  // the contract: one below(n_starts) draw per window, in batch order
   for (int step = 0; step < 5; ++step) {
     const Batch batch = sampler.next(B);
@@ -191,9 +205,9 @@ TEST(DataSampler, WindowsMatchTheCorpusAndTargetsAreShiftedInputs) {
 
 TEST(DataSampler, WindowsStayInsideTheSplitAndReachEveryStart) {
   TempDir dir;
-  const TextCorpus c = load_text(dir.write("i.txt", iota_bytes(40)), 0.0);
+  const Corpus c = load_text(dir.write("i.txt", iota_bytes(40)), 0.0);
   const int64_t begin = 10, end = 25, S = 8;  // starts 10..16
-  WindowSampler sampler(c, begin, end, S, 9, "validation");
+  WindowSampler sampler(c.train, begin, end, S, 9, "validation");
   std::set<int32_t> starts;
   for (int i = 0; i < 200; ++i) {
     const Batch batch = sampler.next(10);
@@ -211,10 +225,10 @@ TEST(DataSampler, WindowsStayInsideTheSplitAndReachEveryStart) {
 
 TEST(DataSampler, DeterministicForASeedAndSeedsDiffer) {
   TempDir dir;
-  const TextCorpus c = load_text(dir.write("r.txt", random_bytes(3000, 7)), 0.1);
-  WindowSampler a(c, 0, c.train_end, 32, 1234, "train");
-  WindowSampler b(c, 0, c.train_end, 32, 1234, "train");
-  WindowSampler d(c, 0, c.train_end, 32, 1235, "train");
+  const Corpus c = load_text(dir.write("r.txt", random_bytes(3000, 7)), 0.1);
+  WindowSampler a(c.train, 0, c.train_end, 32, 1234, "train");
+  WindowSampler b(c.train, 0, c.train_end, 32, 1234, "train");
+  WindowSampler d(c.train, 0, c.train_end, 32, 1235, "train");
   bool differs = false;
   for (int i = 0; i < 4; ++i) {
     const Batch x = a.next(4), y = b.next(4), z = d.next(4);
@@ -227,8 +241,8 @@ TEST(DataSampler, DeterministicForASeedAndSeedsDiffer) {
 
 TEST(DataSampler, StateRestoreReplaysTheSameBatches) {
   TempDir dir;
-  const TextCorpus c = load_text(dir.write("r.txt", random_bytes(3000, 8)), 0.1);
-  WindowSampler s(c, 0, c.train_end, 24, 77, "train");
+  const Corpus c = load_text(dir.write("r.txt", random_bytes(3000, 8)), 0.1);
+  WindowSampler s(c.train, 0, c.train_end, 24, 77, "train");
   s.next(3);
   s.next(5);
   const auto saved = s.state();
@@ -241,7 +255,7 @@ TEST(DataSampler, StateRestoreReplaysTheSameBatches) {
   EXPECT_NE(s.state(), saved);
 
   // The same sampler rewound, and a fresh one with another seed given the saved state.
-  WindowSampler other(c, 0, c.train_end, 24, 1, "train");
+  WindowSampler other(c.train, 0, c.train_end, 24, 1, "train");
   s.set_state(saved);
   other.set_state(saved);
   for (WindowSampler* r : {&s, &other}) {
@@ -256,24 +270,24 @@ TEST(DataSampler, StateRestoreReplaysTheSameBatches) {
 TEST(DataSampler, Errors) {
   TempDir dir;
   const auto path = dir.write("short.txt", random_bytes(100, 9));
-  const TextCorpus c = load_text(path, 0.1);  // train 90 bytes, validation 10
+  const Corpus c = load_text(path, 0.1);  // train 90 bytes, validation 10
 
-  const std::string train_msg = error_of([&] { WindowSampler(c, 0, c.train_end, 90, 1, "train"); });
+  const std::string train_msg = error_of([&] { WindowSampler(c.train, 0, c.train_end, 90, 1, "train"); });
   expect_mentions(train_msg,
-                  {path, "train", "90 bytes", "91 bytes", "a sequence longer than the data"});
+                  {path, "train", "90 tokens", "91 tokens", "a sequence longer than the data"});
   EXPECT_EQ(train_msg.find('\n'), std::string::npos) << "one line: " << train_msg;
 
-  expect_mentions(error_of([&] { WindowSampler(c, c.train_end, 100, 10, 1, "validation"); }),
-                  {path, "validation", "10 bytes", "11 bytes", "a sequence longer than the data"});
-  WindowSampler(c, c.train_end, 100, 9, 1, "validation");  // exactly one window fits
+  expect_mentions(error_of([&] { WindowSampler(c.train, c.train_end, 100, 10, 1, "validation"); }),
+                  {path, "validation", "10 tokens", "11 tokens", "a sequence longer than the data"});
+  WindowSampler(c.train, c.train_end, 100, 9, 1, "validation");  // exactly one window fits
 
-  expect_mentions(error_of([&] { WindowSampler(c, 0, 101, 4, 1, "train"); }),
-                  {path, "train", "[0, 101)", "100-byte corpus"});
-  expect_mentions(error_of([&] { WindowSampler(c, 50, 40, 4, 1, "train"); }),
+  expect_mentions(error_of([&] { WindowSampler(c.train, 0, 101, 4, 1, "train"); }),
+                  {path, "train", "[0, 101)", "100-token source"});
+  expect_mentions(error_of([&] { WindowSampler(c.train, 50, 40, 4, 1, "train"); }),
                   {path, "[50, 40)"});
-  expect_mentions(error_of([&] { WindowSampler(c, 0, 90, 0, 1, "train"); }),
+  expect_mentions(error_of([&] { WindowSampler(c.train, 0, 90, 0, 1, "train"); }),
                   {path, "seq_len", "got 0"});
-  WindowSampler ok(c, 0, 90, 8, 1, "train");
+  WindowSampler ok(c.train, 0, 90, 8, 1, "train");
   expect_mentions(error_of([&] { ok.next(0); }), {path, "batch_size", "got 0"});
 }
 
@@ -281,13 +295,13 @@ TEST(DataSampler, Errors) {
 
 TEST(DataFixedBatch, IdenticalBetweenCallsAndSpreadEvenly) {
   TempDir dir;
-  const TextCorpus c = load_text(dir.write("i.txt", iota_bytes(200)), 0.0);
+  const Corpus c = load_text(dir.write("i.txt", iota_bytes(200)), 0.0);
   const int64_t begin = 100, end = 200, S = 9, B = 5, N = 4;
   const int64_t span = end - begin - S;  // 91 starts: 100..190
   std::vector<int32_t> starts;
   for (int64_t k = 0; k < N; ++k) {
-    const Batch x = fixed_batch(c, begin, end, S, B, k, N);
-    const Batch y = fixed_batch(c, begin, end, S, B, k, N);
+    const Batch x = fixed_batch(c.train, begin, end, S, B, k, N);
+    const Batch y = fixed_batch(c.train, begin, end, S, B, k, N);
     EXPECT_EQ(ints(x.inputs), ints(y.inputs));
     EXPECT_EQ(ints(x.targets), ints(y.targets));
     const auto in = ints(x.inputs), tg = ints(x.targets);
@@ -315,11 +329,11 @@ TEST(DataFixedBatch, IdenticalBetweenCallsAndSpreadEvenly) {
 
 TEST(DataFixedBatch, AsManyWindowsAsStartsUsesEachStartOnce) {
   TempDir dir;
-  const TextCorpus c = load_text(dir.write("i.txt", iota_bytes(60)), 0.0);
+  const Corpus c = load_text(dir.write("i.txt", iota_bytes(60)), 0.0);
   const int64_t begin = 5, end = 50, S = 5;  // 40 starts: 5..44
   std::vector<int32_t> starts;
   for (int64_t k = 0; k < 8; ++k) {
-    const auto in = ints(fixed_batch(c, begin, end, S, 5, k, 8).inputs);
+    const auto in = ints(fixed_batch(c.train, begin, end, S, 5, k, 8).inputs);
     for (int64_t b = 0; b < 5; ++b) starts.push_back(in[b * S]);
   }
   std::vector<int32_t> expected(40);
@@ -329,7 +343,7 @@ TEST(DataFixedBatch, AsManyWindowsAsStartsUsesEachStartOnce) {
   // More windows than starts: repeats, still in order and inside the split.
   std::vector<int32_t> many;
   for (int64_t k = 0; k < 10; ++k) {
-    const auto in = ints(fixed_batch(c, begin, end, S, 7, k, 10).inputs);
+    const auto in = ints(fixed_batch(c.train, begin, end, S, 7, k, 10).inputs);
     for (int64_t b = 0; b < 7; ++b) many.push_back(in[b * S]);
   }
   EXPECT_TRUE(std::is_sorted(many.begin(), many.end()));
@@ -341,19 +355,19 @@ TEST(DataFixedBatch, AsManyWindowsAsStartsUsesEachStartOnce) {
 TEST(DataFixedBatch, Errors) {
   TempDir dir;
   const auto path = dir.write("short.txt", random_bytes(100, 10));
-  const TextCorpus c = load_text(path, 0.1);
-  expect_mentions(error_of([&] { fixed_batch(c, c.train_end, 100, 10, 2, 0, 3); }),
-                  {path, "validation", "10 bytes", "11 bytes", "a sequence longer than the data"});
-  expect_mentions(error_of([&] { fixed_batch(c, 0, c.train_end, 90, 2, 0, 3, "train"); }),
-                  {path, "train", "90 bytes", "91 bytes"});
-  expect_mentions(error_of([&] { fixed_batch(c, 0, 90, 8, 2, 3, 3); }),
+  const Corpus c = load_text(path, 0.1);
+  expect_mentions(error_of([&] { fixed_batch(c.train, c.train_end, 100, 10, 2, 0, 3); }),
+                  {path, "validation", "10 tokens", "11 tokens", "a sequence longer than the data"});
+  expect_mentions(error_of([&] { fixed_batch(c.train, 0, c.train_end, 90, 2, 0, 3, "train"); }),
+                  {path, "train", "90 tokens", "91 tokens"});
+  expect_mentions(error_of([&] { fixed_batch(c.train, 0, 90, 8, 2, 3, 3); }),
                   {path, "batch index 3", "[0, 3)"});
-  expect_mentions(error_of([&] { fixed_batch(c, 0, 90, 8, 2, -1, 3); }),
+  expect_mentions(error_of([&] { fixed_batch(c.train, 0, 90, 8, 2, -1, 3); }),
                   {path, "batch index -1", "[0, 3)"});
-  expect_mentions(error_of([&] { fixed_batch(c, 0, 90, 8, 0, 0, 3); }), {path, "batch_size"});
-  expect_mentions(error_of([&] { fixed_batch(c, 0, 90, 8, 2, 0, 0); }), {path, "n_batches"});
-  expect_mentions(error_of([&] { fixed_batch(c, 0, 200, 8, 2, 0, 1); }),
-                  {path, "[0, 200)", "100-byte corpus"});
+  expect_mentions(error_of([&] { fixed_batch(c.train, 0, 90, 8, 0, 0, 3); }), {path, "batch_size"});
+  expect_mentions(error_of([&] { fixed_batch(c.train, 0, 90, 8, 2, 0, 0); }), {path, "n_batches"});
+  expect_mentions(error_of([&] { fixed_batch(c.train, 0, 200, 8, 2, 0, 1); }),
+                  {path, "[0, 200)", "100-token source"});
 }
 
 }  // namespace
