@@ -404,7 +404,10 @@ TEST(Config, OptionsHelpListsEveryKeyThatToTomlWrites) {
     EXPECT_TRUE(has(help, "  --" + k + "=")) << k;
     ++lines;
   }
-  EXPECT_EQ(static_cast<size_t>(std::count(help.begin(), help.end(), '\n')), lines + 1);
+  // One line per key: the help lists nothing the parser would not accept (the Megatron
+  // aliases after it are checked in cli_test.cpp).
+  const std::string options = help.substr(0, help.find("\nMegatron-LM"));
+  EXPECT_EQ(static_cast<size_t>(std::count(options.begin(), options.end(), '\n')), lines + 1);
   for (const char* k :
        {"model.n_kv_heads", "data.val_fraction", "train.grad_accum", "optim.grad_clip",
         "remoe.alpha", "eval.every", "eval.batches", "checkpoint.every", "log.every"})
