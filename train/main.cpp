@@ -51,6 +51,10 @@ int train(const std::vector<std::string>& args) {
   REMOE_CHECK(!config_path.empty(), "--config FILE is required (e.g. configs/tiny.toml)");
   const remoe::train::TrainConfig config = remoe::train::load_config(config_path, overrides);
   const remoe::train::RunResult result = remoe::train::run_training(config);
+  // Stopped by SIGINT/SIGTERM with a checkpoint saved (run_training said so): the shell's
+  // convention for a signal, 128 + its number (130, 143), so that `remoe train && next` does
+  // not go on with an unfinished run.
+  if (result.interrupted_by != 0) return 128 + result.interrupted_by;
   std::printf("done: final validation loss %.4f nats/byte\n", result.final_val_loss);
   return 0;
 }
