@@ -7,12 +7,15 @@
 #include <bit>
 #include <cerrno>
 #include <charconv>
+#include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <limits>
 #include <set>
+#include <thread>
 #include <unordered_map>
 
 #include "autodiff/device.h"
@@ -249,10 +252,11 @@ void save_safetensors(const std::string& path, const std::vector<Tensor>& tensor
   host.reserve(tensors.size());
   std::set<std::string> names;
   ojson header = ojson::object();
-  if (!metadata.empty()) {
-    ojson& m = header[kMetadataKey] = ojson::object();
-    for (const auto& [k, v] : metadata) m[k] = v;
-  }
+  // "format": "pt" tells Hugging Face's loaders (transformers refuses a file without it) that
+  // the tensors follow PyTorch's conventions; a caller's own "format" takes precedence.
+  ojson& m = header[kMetadataKey] = ojson::object();
+  m["format"] = "pt";
+  for (const auto& [k, v] : metadata) m[k] = v;
   uint64_t offset = 0;
   for (size_t i = 0; i < tensors.size(); ++i) {
     const Tensor& t = tensors[i];
@@ -360,8 +364,12 @@ std::vector<Tensor> load_safetensors(const std::string& path,
   return out;
 }
 
-void copy_by_name(const std::vector<Tensor>& dst, const std::vector<Tensor>& src,
-                  const std::string& what) {
+namespace {
+
+// The source tensor for each dst tensor, in dst's order, after checking that the two sets
+// match exactly (see check_by_name).
+std::vector<const Tensor*> match_by_name(const std::vector<Tensor>& dst,
+                                         const std::vector<Tensor>& src, const std::string& what) {
   std::unordered_map<std::string, const Tensor*> by_name;
   for (const Tensor& s : src) {
     REMOE_CHECK(s.defined(), what, ": has an undefined tensor");
@@ -388,11 +396,50 @@ void copy_by_name(const std::vector<Tensor>& dst, const std::vector<Tensor>& src
   for (const Tensor& s : src)
     REMOE_CHECK(dst_names.count(s.name()), what, " has tensor '", s.name(),
                 "' that the model does not");
+  return sources;
+}
+
+}  // namespace
+
+void check_by_name(const std::vector<Tensor>& dst, const std::vector<Tensor>& src,
+                   const std::string& what) {
+  (void)match_by_name(dst, src, what);
+}
+
+void copy_by_name(const std::vector<Tensor>& dst, const std::vector<Tensor>& src,
+                  const std::string& what) {
+  const std::vector<const Tensor*> sources = match_by_name(dst, src, what);
   for (size_t i = 0; i < dst.size(); ++i)
     if (dst[i].nbytes() > 0)
       device::copy(dst[i].raw(), dst[i].device(), sources[i]->raw(), sources[i]->device(),
                    dst[i].nbytes());
 }
+
+namespace {
+
+// REMOE_TEST_CHECKPOINT_DELAY_MS (testing only): when set to N > 0, save_checkpoint sleeps N ms
+// after creating step_<n>.tmp/, after each file written into it and before the rename, so that
+// a test can kill the process while a half-written .tmp directory exists (the kill -9 test of
+// tests/e2e). Unset or 0 in any real run; a value that is not a non-negative integer is an
+// error rather than silently ignored.
+constexpr const char* kDelayEnv = "REMOE_TEST_CHECKPOINT_DELAY_MS";
+
+int64_t test_delay_ms() {
+  const char* text = std::getenv(kDelayEnv);
+  if (!text || !*text) return 0;
+  int64_t ms = -1;
+  const char* end = text + std::strlen(text);
+  const auto [ptr, ec] = std::from_chars(text, end, ms);
+  REMOE_CHECK(ec == std::errc() && ptr == end && ms >= 0, kDelayEnv, " = '", text,
+              "': expected a non-negative integer (milliseconds)");
+  return ms;
+}
+
+void test_pause(int64_t ms) {
+  if (ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+}
+
+}  // namespace
 
 std::string save_checkpoint(const std::string& run_dir, int64_t step,
                             const std::vector<Tensor>& model, const std::vector<Tensor>& optimizer,
@@ -403,6 +450,7 @@ std::string save_checkpoint(const std::string& run_dir, int64_t step,
   const fs::path ckpt_dir = fs::path(run_dir) / "checkpoints";
   const fs::path final_dir = ckpt_dir / step_dir_name(step);
   const fs::path tmp_dir = ckpt_dir / (step_dir_name(step) + ".tmp");
+  const int64_t delay_ms = test_delay_ms();
   try {
     if (!fs::is_directory(ckpt_dir)) {
       fs::create_directories(ckpt_dir);
@@ -411,12 +459,16 @@ std::string save_checkpoint(const std::string& run_dir, int64_t step,
     fs::remove_all(tmp_dir);
     fs::create_directory(tmp_dir);
 
+    test_pause(delay_ms);
     save_safetensors((tmp_dir / "model.safetensors").string(), model);
+    test_pause(delay_ms);
     save_safetensors((tmp_dir / "optimizer.safetensors").string(), optimizer);
+    test_pause(delay_ms);
     nlohmann::json s = state.is_null() ? nlohmann::json::object() : state;
     s["step"] = step;
     write_file_synced((tmp_dir / "state.json").string(), s.dump(2) + "\n");
     fsync_dir(tmp_dir);
+    test_pause(delay_ms);
 
     if (fs::exists(final_dir)) {
       // Unmark it first: a crash part-way through the removal must not leave a "complete" dir
@@ -482,6 +534,55 @@ std::optional<std::string> latest_checkpoint(const std::string& run_dir) {
   }
   if (!best) return std::nullopt;
   return best->second.string();
+}
+
+std::vector<std::string> prune_checkpoints(const std::string& run_dir, int64_t keep_last,
+                                           int64_t keep_every) {
+  REMOE_CHECK(keep_last >= 1, "prune_checkpoints: keep_last must be at least 1, got ", keep_last);
+  REMOE_CHECK(keep_every >= 0, "prune_checkpoints: keep_every must be >= 0, got ", keep_every);
+  const fs::path ckpt_dir = fs::path(run_dir) / "checkpoints";
+  std::vector<std::string> removed;
+  try {
+    if (!fs::is_directory(ckpt_dir)) return removed;
+    std::vector<std::pair<int64_t, fs::path>> complete;
+    std::vector<fs::path> unfinished;
+    for (const fs::directory_entry& e : fs::directory_iterator(ckpt_dir)) {
+      if (!e.is_directory()) continue;
+      const std::string name = e.path().filename().string();
+      // A .tmp dir is a save that never reached its rename, and a step dir without COMPLETE
+      // one that never got marked: with one writer per run directory (and its save finished),
+      // both are leftovers of a crash that nothing will ever read.
+      constexpr std::string_view kTmp = ".tmp";
+      const bool tmp = name.size() > kTmp.size() && name.ends_with(kTmp) &&
+                       parse_step_dir_name(name.substr(0, name.size() - kTmp.size()));
+      const auto step = parse_step_dir_name(name);
+      if (tmp || (step && !fs::exists(e.path() / kComplete))) unfinished.push_back(e.path());
+      else if (step) complete.emplace_back(*step, e.path());
+    }
+    std::sort(complete.begin(), complete.end(), [](const auto& a, const auto& b) {
+      return a.first > b.first;
+    });
+    for (size_t i = size_t(std::min<int64_t>(keep_last, int64_t(complete.size())));
+         i < complete.size(); ++i) {
+      const auto& [step, path] = complete[i];
+      if (keep_every > 0 && step % keep_every == 0) continue;
+      // Unmarked first, as in save_checkpoint: a crash part-way through the removal leaves an
+      // incomplete directory, never a "complete" one with files missing.
+      fs::remove(path / kComplete);
+      fsync_dir(path);
+      fs::remove_all(path);
+      removed.push_back(path.string());
+    }
+    for (const fs::path& path : unfinished) {
+      fs::remove_all(path);
+      removed.push_back(path.string());
+    }
+    if (!removed.empty()) fsync_dir(ckpt_dir);
+  } catch (const fs::filesystem_error& e) {
+    REMOE_FAIL("prune_checkpoints in ", ckpt_dir.string(), ": ", e.what());
+  }
+  std::sort(removed.begin(), removed.end());
+  return removed;
 }
 
 }  // namespace remoe::train

@@ -144,6 +144,8 @@ const std::vector<Option>& options() {
       option<&C::batch_size>("train.batch_size", "sequences per micro-batch"),
       option<&C::seq_len>("train.seq_len", "tokens per sequence"),
       option<&C::grad_accum>("train.grad_accum", "micro-batches per optimizer step"),
+      option<&C::max_skips>("train.max_skips",
+                            "non-finite steps in a row (skipped) before the run stops"),
 
       option<&C::lr>("optim.lr", "peak learning rate (AdamW)"),
       option<&C::min_lr>("optim.min_lr", "learning rate at the end of the cosine decay"),
@@ -162,6 +164,9 @@ const std::vector<Option>& options() {
 
       option<&C::checkpoint_every>("checkpoint.every",
                                    "steps between checkpoints; 0: only at the end"),
+      option<&C::keep_last>("checkpoint.keep_last", "newest complete checkpoints kept (>= 1)"),
+      option<&C::keep_every>("checkpoint.keep_every",
+                             "also keep checkpoints of steps that are multiples of it; 0: none"),
 
       option<&C::run_dir>("log.run_dir", "output directory (metrics, config, checkpoints)"),
       option<&C::log_every>("log.every", "steps between console lines"),
@@ -525,6 +530,7 @@ void TrainConfig::validate() const {
   REMOE_CHECK(batch_size >= 1, "train.batch_size must be at least 1, got ", batch_size);
   REMOE_CHECK(seq_len >= 1, "train.seq_len must be at least 1, got ", seq_len);
   REMOE_CHECK(grad_accum >= 1, "train.grad_accum must be at least 1, got ", grad_accum);
+  REMOE_CHECK(max_skips >= 1, "train.max_skips must be at least 1, got ", max_skips);
   REMOE_CHECK(std::isfinite(lr) && lr > 0, "optim.lr must be positive and finite, got ", lr);
   REMOE_CHECK(min_lr >= 0 && min_lr <= lr, "optim.min_lr must be in [0, optim.lr = ", lr,
               "], got ", min_lr);
@@ -545,6 +551,8 @@ void TrainConfig::validate() const {
   REMOE_CHECK(eval_batches >= 1, "eval.batches must be at least 1, got ", eval_batches);
   REMOE_CHECK(checkpoint_every >= 0, "checkpoint.every must be >= 0 (0: only at the end), got ",
               checkpoint_every);
+  REMOE_CHECK(keep_last >= 1, "checkpoint.keep_last must be at least 1, got ", keep_last);
+  REMOE_CHECK(keep_every >= 0, "checkpoint.keep_every must be >= 0 (0: none), got ", keep_every);
   REMOE_CHECK(!run_dir.empty(), "log.run_dir must not be empty");
   REMOE_CHECK(log_every >= 1, "log.every must be at least 1, got ", log_every);
 }
@@ -592,6 +600,15 @@ std::string to_toml(const TrainConfig& config) {
       out += str_cat(out.empty() ? "" : "\n", "[", section, "]\n");
     }
     out += str_cat(o.name(), " = ", format_value(o.get(config)), "\n");
+  }
+  return out;
+}
+
+std::vector<ConfigDifference> config_differences(const TrainConfig& a, const TrainConfig& b) {
+  std::vector<ConfigDifference> out;
+  for (const Option& o : options()) {
+    std::string va = format_value(o.get(a)), vb = format_value(o.get(b));
+    if (va != vb) out.push_back({std::string(o.key), std::move(va), std::move(vb)});
   }
   return out;
 }

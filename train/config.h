@@ -32,6 +32,7 @@ struct TrainConfig {
   int64_t batch_size = 8;     // sequences per micro-batch
   int64_t seq_len = 256;
   int64_t grad_accum = 1;     // micro-batches per optimizer step
+  int64_t max_skips = 5;      // consecutive non-finite steps before the run stops
 
   // [optim] AdamW, linear warmup then cosine decay to min_lr (REMOE_SPEC §5)
   double lr = 5e-4;
@@ -53,6 +54,8 @@ struct TrainConfig {
 
   // [checkpoint]
   int64_t checkpoint_every = 0;  // steps between checkpoints; 0: only at the end
+  int64_t keep_last = 3;         // complete checkpoints kept (the newest ones); >= 1
+  int64_t keep_every = 0;        // also keep steps that are multiples of it; 0: none
 
   // [log]
   std::string run_dir = "runs/default";  // metrics.jsonl, config.toml, checkpoints/
@@ -70,6 +73,14 @@ TrainConfig load_config(const std::string& path, const std::vector<std::string>&
 
 // Every key with its resolved value, as TOML that parse_config reads back to the same config.
 std::string to_toml(const TrainConfig& config);
+
+// A key whose value differs between two configs, with both values as to_toml writes them.
+struct ConfigDifference {
+  std::string key;  // "section.name"
+  std::string a, b;
+};
+// Every differing key, in option-table order.
+std::vector<ConfigDifference> config_differences(const TrainConfig& a, const TrainConfig& b);
 // The option table: one line per key with its type, default and description, then the
 // Megatron-LM flags accepted as aliases.
 std::string options_help();

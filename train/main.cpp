@@ -67,6 +67,10 @@ int train(const std::vector<std::string>& args) {
     std::printf("%s", remoe::train::describe_estimate(config, remoe::train::estimate_run(config)).c_str());
   if (print_config || dry_run) return 0;
   const remoe::train::RunResult result = remoe::train::run_training(config);
+  // Stopped by SIGINT/SIGTERM with a checkpoint saved (run_training said so): the shell's
+  // convention for a signal, 128 + its number (130, 143), so that `remoe train && next` does
+  // not go on with an unfinished run.
+  if (result.interrupted_by != 0) return 128 + result.interrupted_by;
   std::printf("done: final validation loss %.4f nats/byte\n", result.final_val_loss);
   return 0;
 }

@@ -1,11 +1,19 @@
 #include "train/trainer.h"
 
+#include <signal.h>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
+#include <csignal>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <numbers>
+#include <string_view>
 
 #include <nlohmann/json.hpp>
 
@@ -50,6 +58,10 @@ json to_json(const StepRecord& r) {
     j["val_loss"] = r.val_loss;
     j["val_bpb"] = r.val_bpb;
   }
+  if (r.skipped) {  // (a non-finite number is written as null: JSON has no NaN)
+    j["skipped"] = true;
+    j["skip_reason"] = r.skip_reason;
+  }
   return j;
 }
 
@@ -63,6 +75,55 @@ void print_line(const StepRecord& r, int64_t steps, bool moe) {
   std::fflush(stdout);
 }
 
+void print_skip_line(const StepRecord& r, int64_t steps, int64_t in_a_row, int64_t max_skips) {
+  std::printf("step %6lld/%lld | skipped: %s, no update (%lld in a row, the run stops at %lld)\n",
+              (long long)r.step, (long long)steps, r.skip_reason.c_str(), (long long)in_a_row,
+              (long long)max_skips);
+  std::fflush(stdout);
+}
+
+// Why a step must not update anything, or "" when its numbers are finite.
+std::string non_finite_reason(const StepRecord& r) {
+  if (!std::isfinite(r.loss)) return str_cat("loss is ", r.loss);
+  if (!std::isfinite(r.aux)) return str_cat("aux loss is ", r.aux);
+  if (!std::isfinite(r.grad_norm)) return str_cat("grad norm is ", r.grad_norm);
+  return "";
+}
+
+// SIGINT/SIGTERM while training: the handler only records the signal (all it may do safely);
+// the loop checks after each step. SA_RESETHAND puts the default action back on the first
+// delivery, so a second signal stops the process at once (a save that hangs can still be
+// interrupted). The previous handlers are restored when training returns.
+volatile std::sig_atomic_t g_stop_signal = 0;
+
+extern "C" void record_stop_signal(int sig) { g_stop_signal = sig; }
+
+class StopSignals {
+ public:
+  StopSignals() {
+    g_stop_signal = 0;
+    struct sigaction sa {};
+    sa.sa_handler = record_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESETHAND | SA_RESTART;
+    for (size_t i = 0; i < kSignals.size(); ++i)
+      REMOE_CHECK(::sigaction(kSignals[i], &sa, &old_[i]) == 0, "cannot install a handler for ",
+                  signal_name(kSignals[i]), ": ", std::strerror(errno));
+  }
+  ~StopSignals() {
+    for (size_t i = 0; i < kSignals.size(); ++i) ::sigaction(kSignals[i], &old_[i], nullptr);
+  }
+  StopSignals(const StopSignals&) = delete;
+  StopSignals& operator=(const StopSignals&) = delete;
+
+  static int received() { return g_stop_signal; }
+  static const char* signal_name(int sig) { return sig == SIGINT ? "SIGINT" : "SIGTERM"; }
+
+ private:
+  static constexpr std::array<int, 2> kSignals{SIGINT, SIGTERM};
+  std::array<struct sigaction, 2> old_{};
+};
+
 double evaluate(const model::Transformer& model, const Corpus& corpus, const TrainConfig& c) {
   NoGradGuard no_grad;
   double total = 0;
@@ -75,10 +136,58 @@ double evaluate(const model::Transformer& model, const Corpus& corpus, const Tra
   return total / double(c.eval_batches);
 }
 
+// λ and the data sampler's state from a checkpoint's state.json, checked (restore copies
+// nothing until everything is known to be good).
+struct ResumeState {
+  double lambda = 0;
+  std::array<uint64_t, 4> data_rng{};
+};
+
+ResumeState read_resume_state(const Checkpoint& ck) {
+  const std::string where = ck.dir + "/state.json";
+  const json& st = ck.state;
+  ResumeState out;
+  REMOE_CHECK(st.contains("lambda"), where, ": has no \"lambda\"");
+  const json& l = st["lambda"];
+  REMOE_CHECK(l.is_number() && std::isfinite(l.get<double>()) && l.get<double>() > 0, where,
+              ": \"lambda\" is ", l.dump(), ", expected a positive finite number");
+  out.lambda = l.get<double>();
+  REMOE_CHECK(st.contains("data_rng"), where, ": has no \"data_rng\"");
+  const json& rng = st["data_rng"];
+  REMOE_CHECK(rng.is_array() && rng.size() == 4 &&
+                  std::all_of(rng.begin(), rng.end(), [](const json& x) { return x.is_number_unsigned(); }),
+              where, ": \"data_rng\" is ", rng.dump(), ", expected 4 unsigned 64-bit integers");
+  for (size_t i = 0; i < 4; ++i) out.data_rng[i] = rng[i].get<uint64_t>();
+  return out;
+}
+
 }  // namespace
 
+bool may_change_on_resume(std::string_view key) {
+  // The optimizer's hyper-parameters may change (a lower optim.lr after a loss spike is the
+  // usual reason to restart): the run then differs from an uninterrupted one, knowingly.
+  // Evaluation, checkpointing and logging only observe the run; train.steps extends or
+  // shortens it and train.max_skips only decides when to give up.
+  for (std::string_view prefix : {"optim.", "eval.", "checkpoint.", "log."})
+    if (key.starts_with(prefix)) return true;
+  return key == "train.steps" || key == "train.max_skips";
+}
+
+void check_resume_config(const std::string& dir, const TrainConfig& saved,
+                         const TrainConfig& current) {
+  std::string problems;
+  for (const ConfigDifference& d : config_differences(saved, current)) {
+    if (may_change_on_resume(d.key)) continue;
+    problems += str_cat(problems.empty() ? "" : "; ", d.key, " = ", d.a, ", this run has ", d.b);
+  }
+  REMOE_CHECK(problems.empty(), "checkpoint ", dir, " was made with ", problems,
+              " (these keys must not change when a run resumes; use another log.run_dir to ",
+              "start a new run)");
+}
+
 RunResult run_training(const TrainConfig& config_in,
-                       const std::function<void(const StepRecord&)>& on_step) {
+                       const std::function<void(const StepRecord&)>& on_step,
+                       const TrainingHooks& hooks) {
   const TrainConfig& c = config_in;
   c.validate();
   const bool moe = c.model.ffn == model::FfnKind::moe;
@@ -100,12 +209,24 @@ RunResult run_training(const TrainConfig& config_in,
 
   fs::create_directories(c.run_dir);
   if (const auto latest = latest_checkpoint(c.run_dir)) {
+    // Everything is read and checked (config, state, both tensor sets) before anything is
+    // copied: a checkpoint that cannot be resumed leaves the fresh model untouched.
     const Checkpoint ck = load_checkpoint(*latest);
+    const std::string state_path = ck.dir + "/state.json";
+    REMOE_CHECK(ck.state.contains("config") && ck.state["config"].is_string(), state_path,
+                ": has no \"config\" string (the run's resolved config), so it cannot be checked ",
+                "against this run's");
+    check_resume_config(ck.dir, parse_config(ck.state["config"].get<std::string>(), state_path, {}), c);
+    REMOE_CHECK(ck.step <= c.steps, "checkpoint ", ck.dir, " is of step ", ck.step,
+                ", beyond train.steps = ", c.steps, " (raise train.steps to continue the run)");
+    const ResumeState rs = read_resume_state(ck);
+    check_by_name(params, ck.model, ck.dir + "/model.safetensors");
+    check_by_name(optim.state(), ck.optimizer, ck.dir + "/optimizer.safetensors");
     copy_by_name(params, ck.model, ck.dir + "/model.safetensors");
     copy_by_name(optim.state(), ck.optimizer, ck.dir + "/optimizer.safetensors");
     start = ck.step;
-    lambda.lambda = ck.state.at("lambda").get<double>();
-    sampler.set_state(ck.state.at("data_rng").get<std::array<uint64_t, 4>>());
+    lambda.lambda = rs.lambda;
+    sampler.set_state(rs.data_rng);
     std::printf("resuming from %s (step %lld, λ %.3e)\n", ck.dir.c_str(), (long long)start, lambda.lambda);
   }
   {
@@ -131,6 +252,16 @@ RunResult run_training(const TrainConfig& config_in,
               (long long)c.steps, (long long)c.grad_accum, (long long)c.batch_size, (long long)c.seq_len);
 
   RunResult result;
+  // Saves the state after `step`, then applies the retention policy.
+  const auto save = [&](int64_t step) {
+    const json state = {{"lambda", lambda.lambda}, {"data_rng", sampler.state()},
+                        {"seed", c.seed}, {"config", to_toml(c)}};
+    result.last_checkpoint = save_checkpoint(c.run_dir, step, params, optim.state(), state);
+    prune_checkpoints(c.run_dir, c.keep_last, c.keep_every);
+    return result.last_checkpoint;
+  };
+  int64_t skips_in_a_row = 0, last_good_step = start;
+  const StopSignals signals;
   cpu::AdamWHyper hyper{c.lr, c.beta1, c.beta2, c.eps, c.weight_decay};
   for (int64_t step = start; step < c.steps; ++step) {
     const auto t0 = std::chrono::steady_clock::now();
@@ -162,16 +293,28 @@ RunResult run_training(const TrainConfig& config_in,
       n_layers_seen = out.layers.size();
     }
     for (double s : r.layer_sparsity) r.sparsity += s / double(n_layers_seen);
+    if (hooks.after_backward) hooks.after_backward(params, r.step);
 
+    // (A non-finite norm leaves the gradients scaled by NaN or 0: they are dropped below.)
     r.grad_norm = c.grad_clip > 0 ? ops::clip_grad_norm(params, c.grad_clip) : ops::grad_norm(params);
+    r.skip_reason = non_finite_reason(r);
+    r.skipped = !r.skip_reason.empty();
     hyper.lr = r.lr;
     for (size_t i = 0; i < params.size(); ++i) {
       cpu::AdamWHyper h = hyper;
       if (params[i].ndim() < 2) h.weight_decay = 0;
-      ops::adamw_step(params[i], optim.m[i], optim.v[i], h, step + 1);
+      // AdamW's bias correction counts steps, skipped ones included: the count stays a
+      // function of the step number alone (it is not saved), and a few skips barely move it.
+      if (!r.skipped) ops::adamw_step(params[i], optim.m[i], optim.v[i], h, step + 1);
       params[i].zero_grad();
     }
-    if (adaptive_lambda) lambda.update(r.sparsity);
+    if (r.skipped) {
+      ++skips_in_a_row;
+    } else {
+      skips_in_a_row = 0;
+      last_good_step = r.step;
+      if (adaptive_lambda) lambda.update(r.sparsity);
+    }
 
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     r.tokens_per_s = double(c.grad_accum * c.batch_size * c.seq_len) / seconds;
@@ -183,14 +326,36 @@ RunResult run_training(const TrainConfig& config_in,
       result.final_val_loss = r.val_loss;
     }
     metrics << to_json(r).dump() << "\n" << std::flush;
+    if (r.skipped) print_skip_line(r, c.steps, skips_in_a_row, c.max_skips);
     if (r.step % c.log_every == 0 || last || r.has_val) print_line(r, c.steps, moe);
+    bool saved = false;
     if (last || (c.checkpoint_every > 0 && r.step % c.checkpoint_every == 0)) {
-      const json state = {{"lambda", lambda.lambda}, {"data_rng", sampler.state()},
-                          {"seed", c.seed}, {"config", to_toml(c)}};
-      save_checkpoint(c.run_dir, r.step, params, optim.state(), state);
+      save(r.step);
+      saved = true;
     }
     if (on_step) on_step(r);
+    const int64_t this_step = r.step;
+    const std::string reason = r.skip_reason;
     result.steps.push_back(std::move(r));
+
+    if (skips_in_a_row >= c.max_skips) {
+      // Skipped steps change no weight, moment or λ: the state now is the last good step's,
+      // with the data stream past the bad batches.
+      const std::string dir = saved ? result.last_checkpoint : save(this_step);
+      REMOE_FAIL("step ", this_step, ": ", skips_in_a_row, " steps in a row had a non-finite ",
+                 "loss or gradient (train.max_skips = ", c.max_skips, "; the last: ", reason,
+                 "); stopped with a checkpoint of the last good state (the weights after step ",
+                 last_good_step, ") in ", dir, " - lower optim.lr or check the data, then run ",
+                 "again to resume from it");
+    }
+    if (const int sig = StopSignals::received(); sig != 0 && !last) {
+      const std::string dir = saved ? result.last_checkpoint : save(this_step);
+      std::printf("interrupted by %s at step %lld, checkpoint saved to %s; run the same command "
+                  "to resume\n", StopSignals::signal_name(sig), (long long)this_step, dir.c_str());
+      std::fflush(stdout);
+      result.interrupted_by = sig;
+      break;
+    }
   }
   result.final_lambda = lambda.lambda;
   return result;

@@ -1,14 +1,24 @@
 // Real training runs on ../shared/data/tinyshakespeare.txt (the test runs from the source root):
 // short runs of each FFN kind, resume, the tiny config's acceptance (beats a count-based bigram
-// model; ReMoE's sparsity reaches 1 − k/E), and bad input through the `remoe` binary.
+// model; ReMoE's sparsity reaches 1 − k/E), bad input through the `remoe` binary, and the
+// binary in trouble: SIGTERM, kill -9 in the middle of a checkpoint, a diverging run.
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 
 #include "tests/test_util.h"
+#include "train/checkpoint.h"
 #include "train/config.h"
 #include "train/data.h"
 #include "train/sample.h"
@@ -269,6 +279,217 @@ TEST(BadInputFiles, EmptyDataFileAndMissingConfig) {
   const int missing = std::system((std::string(bin) + " train --config /nonexistent.toml 2>/dev/null").c_str());
   EXPECT_TRUE(WIFEXITED(missing) && WEXITSTATUS(missing) != 0);
   fs::remove(empty);
+}
+
+// --- the binary in trouble ------------------------------------------------------------
+
+extern "C" char** environ;
+
+std::string slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+std::vector<nlohmann::json> metric_lines(const std::string& run_dir) {
+  std::ifstream in(fs::path(run_dir) / "metrics.jsonl");
+  std::vector<nlohmann::json> lines;
+  std::string line;
+  // A line being written when the process was stopped may be partial: only whole lines count.
+  while (std::getline(in, line) && !in.eof()) lines.push_back(nlohmann::json::parse(line));
+  return lines;
+}
+
+// `remoe train --config configs/tiny.toml <args>`, shrunk to a model and batches about 8 times
+// cheaper, started in the background with stdout and stderr into files and `env` added to the
+// environment (one OpenMP thread: the e2e suite shares small machines).
+class Remoe {
+ public:
+  Remoe(const std::string& name, const std::vector<std::string>& args,
+        const std::vector<std::string>& env = {})
+      : out_(fresh_dir(name) + ".out"), err_(fresh_dir(name) + ".err") {
+    std::vector<std::string> argv_s = {
+        bin(), "train", "--config", "configs/tiny.toml", "--model.d_model=32",
+        "--model.n_heads=2", "--model.n_kv_heads=1", "--model.d_ffn=64", "--model.n_experts=4",
+        "--train.batch_size=4", "--train.seq_len=32", "--eval.batches=2"};
+    argv_s.insert(argv_s.end(), args.begin(), args.end());
+    std::vector<char*> argv;
+    for (std::string& a : argv_s) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    std::vector<std::string> env_s = env;
+    env_s.emplace_back("OMP_NUM_THREADS=1");
+    for (char** e = environ; *e; ++e) env_s.emplace_back(*e);
+    std::vector<char*> envp;
+    for (std::string& e : env_s) envp.push_back(e.data());
+    envp.push_back(nullptr);
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_addopen(&actions, 1, out_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    posix_spawn_file_actions_addopen(&actions, 2, err_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    const int rc = posix_spawn(&pid_, argv[0], &actions, nullptr, argv.data(), envp.data());
+    posix_spawn_file_actions_destroy(&actions);
+    if (rc != 0) pid_ = -1;
+  }
+  ~Remoe() {
+    if (pid_ > 0) {  // a test that failed half-way: do not leave it running
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, nullptr, 0);
+    }
+    fs::remove(out_);
+    fs::remove(err_);
+  }
+  Remoe(const Remoe&) = delete;
+  Remoe& operator=(const Remoe&) = delete;
+
+  static std::string bin() { return std::getenv("REMOE_BIN"); }
+  bool started() const { return pid_ > 0; }
+  void signal(int sig) const { ::kill(pid_, sig); }
+  // The wait status.
+  int wait() {
+    int status = 0;
+    ::waitpid(pid_, &status, 0);
+    pid_ = -1;
+    return status;
+  }
+  bool running() const { return ::waitpid(pid_, nullptr, WNOHANG) == 0; }
+  std::string out() const { return slurp(out_); }
+  std::string err() const { return slurp(err_); }
+
+ private:
+  std::string out_, err_;
+  pid_t pid_ = -1;
+};
+
+// Polls `done` every 5 ms for up to a minute; false on timeout or when the process ended.
+template <typename Fn>
+bool wait_for(const Remoe& p, Fn&& done) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (done()) return true;
+    if (!p.running()) return done();
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return false;
+}
+
+class Trouble : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!std::getenv("REMOE_BIN")) GTEST_SKIP() << "REMOE_BIN not set (run through meson test)";
+    if (!fs::exists(kShakespeare)) GTEST_SKIP() << kShakespeare << " not found";
+  }
+};
+
+TEST_F(Trouble, SigtermSavesACheckpointExits143AndTheRerunResumes) {
+  const std::string run = fresh_dir("sigterm");
+  // A run that would take hours, stopped once a few steps are logged.
+  Remoe p("sigterm", {"--train.steps=1000000", "--log.run_dir=" + run});
+  ASSERT_TRUE(p.started());
+  ASSERT_TRUE(wait_for(p, [&] { return metric_lines(run).size() >= 3; })) << p.err();
+  p.signal(SIGTERM);
+  const int status = p.wait();
+  ASSERT_TRUE(WIFEXITED(status)) << "killed by signal " << WTERMSIG(status);
+  EXPECT_EQ(WEXITSTATUS(status), 143) << p.err();
+  const auto lines = metric_lines(run);
+  ASSERT_GE(lines.size(), 3u);
+  const int64_t last = lines.back().at("step").get<int64_t>();
+  EXPECT_EQ(last, int64_t(lines.size()));
+  char name[32];
+  std::snprintf(name, sizeof name, "step_%08lld", (long long)last);
+  const fs::path ck = fs::path(run) / "checkpoints" / name;
+  EXPECT_TRUE(fs::exists(ck / "COMPLETE")) << "no checkpoint of the last step " << last;
+  EXPECT_EQ(train::latest_checkpoint(run), ck.string());
+  EXPECT_NE(p.out().find("interrupted by SIGTERM at step " + std::to_string(last) +
+                         ", checkpoint saved to " + ck.string()),
+            std::string::npos)
+      << p.out();
+  EXPECT_EQ(p.err(), "");
+
+  // The rerun (shortened to two more steps: train.steps may change) resumes from it.
+  Remoe again("sigterm2", {"--train.steps=" + std::to_string(last + 2), "--log.run_dir=" + run});
+  const int status2 = again.wait();
+  ASSERT_TRUE(WIFEXITED(status2) && WEXITSTATUS(status2) == 0) << again.err();
+  EXPECT_NE(again.out().find("resuming from " + ck.string()), std::string::npos) << again.out();
+  const auto all = metric_lines(run);
+  ASSERT_EQ(all.size(), size_t(last + 2));
+  for (size_t i = 0; i < all.size(); ++i) EXPECT_EQ(all[i].at("step").get<size_t>(), i + 1);
+  fs::remove_all(run);
+}
+
+TEST_F(Trouble, KillDuringACheckpointWriteLeavesThePreviousOneAndResumeIsBitIdentical) {
+  const std::vector<std::string> args = {"--train.steps=12", "--checkpoint.every=4",
+                                         "--eval.every=0"};
+  auto with_dir = [&](const std::string& dir) {
+    std::vector<std::string> a = args;
+    a.push_back("--log.run_dir=" + dir);
+    return a;
+  };
+  const std::string straight = fresh_dir("straight_bin"), run = fresh_dir("kill9");
+  Remoe ref("straight_bin", with_dir(straight));
+  const int ref_status = ref.wait();
+  ASSERT_TRUE(WIFEXITED(ref_status) && WEXITSTATUS(ref_status) == 0) << ref.err();
+
+  // Each checkpoint write pauses 300 ms between its files: step 4's completes, and the process
+  // is killed while step 8's is still a .tmp directory.
+  const fs::path ckpts = fs::path(run) / "checkpoints";
+  Remoe p("kill9", with_dir(run), {"REMOE_TEST_CHECKPOINT_DELAY_MS=300"});
+  ASSERT_TRUE(p.started());
+  ASSERT_TRUE(wait_for(p, [&] { return fs::exists(ckpts / "step_00000008.tmp"); })) << p.err();
+  p.signal(SIGKILL);
+  const int status = p.wait();
+  ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+  EXPECT_TRUE(fs::exists(ckpts / "step_00000004" / "COMPLETE"));
+  EXPECT_TRUE(fs::exists(ckpts / "step_00000008.tmp")) << "the half-written checkpoint";
+  EXPECT_FALSE(fs::exists(ckpts / "step_00000008"));
+  EXPECT_EQ(train::latest_checkpoint(run), (ckpts / "step_00000004").string());
+
+  Remoe again("kill9_again", with_dir(run));
+  const int status2 = again.wait();
+  ASSERT_TRUE(WIFEXITED(status2) && WEXITSTATUS(status2) == 0) << again.err();
+  EXPECT_NE(again.out().find("resuming from " + (ckpts / "step_00000004").string()),
+            std::string::npos)
+      << again.out();
+  std::vector<std::string> left;
+  for (const auto& e : fs::directory_iterator(ckpts)) left.push_back(e.path().filename().string());
+  std::sort(left.begin(), left.end());
+  EXPECT_EQ(left, (std::vector<std::string>{"step_00000004", "step_00000008", "step_00000012"}))
+      << "the .tmp directory is cleaned up";
+
+  // Every step's numbers equal the uninterrupted run's, bit for bit.
+  const auto a = metric_lines(straight), b = metric_lines(run);
+  ASSERT_EQ(a.size(), 12u);
+  ASSERT_EQ(b.size(), 12u);
+  for (size_t i = 0; i < 12; ++i) {
+    SCOPED_TRACE("step " + std::to_string(i + 1));
+    EXPECT_EQ(b[i].at("step"), a[i].at("step"));
+    EXPECT_EQ(b[i].at("loss").get<double>(), a[i].at("loss").get<double>());
+    EXPECT_EQ(b[i].at("lambda").get<double>(), a[i].at("lambda").get<double>());
+    EXPECT_EQ(b[i].at("grad_norm").get<double>(), a[i].at("grad_norm").get<double>());
+  }
+  EXPECT_EQ(b.back().at("val_loss").get<double>(), a.back().at("val_loss").get<double>());
+  fs::remove_all(straight);
+  fs::remove_all(run);
+}
+
+TEST_F(Trouble, ADivergingRunStopsAfterMaxSkipsWithACheckpointAndAnError) {
+  // A learning rate of 1e30 blows the weights up at the first update: every later step is
+  // non-finite and skipped, and after three the run stops.
+  const std::string run = fresh_dir("diverge");
+  Remoe p("diverge", {"--optim.lr=1e30", "--optim.warmup_steps=0", "--train.max_skips=3",
+                      "--log.run_dir=" + run});
+  const int status = p.wait();
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 1);
+  const std::string err = p.err();
+  EXPECT_EQ(std::count(err.begin(), err.end(), '\n'), 1) << err;
+  EXPECT_NE(err.find("3 steps in a row had a non-finite loss or gradient"), std::string::npos) << err;
+  EXPECT_NE(err.find("the weights after step 1"), std::string::npos) << err;
+  const auto lines = metric_lines(run);
+  ASSERT_EQ(lines.size(), 4u);
+  EXPECT_FALSE(lines[0].contains("skipped"));
+  for (size_t i = 1; i < 4; ++i) EXPECT_EQ(lines[i].at("skipped"), true);
+  EXPECT_NE(p.out().find("step      2/300 | skipped: "), std::string::npos) << p.out();
+  EXPECT_TRUE(fs::exists(fs::path(run) / "checkpoints" / "step_00000004" / "COMPLETE"));
+  fs::remove_all(run);
 }
 
 }  // namespace

@@ -1,6 +1,9 @@
 #include "train/checkpoint.h"
 
+#include <algorithm>
 #include <atomic>
+#include <chrono>
+#include <cstdlib>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -117,7 +120,8 @@ TEST(Safetensors, RoundTripsEveryDtypeScalarAndEmptyTensors) {
   std::map<std::string, std::string> metadata{{"stale", "entry"}};
   const auto loaded = load_safetensors(dir.file("t.safetensors"), &metadata);
   expect_same_tensors(loaded, tensors);
-  EXPECT_TRUE(metadata.empty());
+  // The stale entry is gone; "format": "pt" is always written (Hugging Face's loaders need it).
+  EXPECT_EQ(metadata, (std::map<std::string, std::string>{{"format", "pt"}}));
 }
 
 TEST(Safetensors, RoundTripsMetadata) {
@@ -135,7 +139,12 @@ TEST(Safetensors, RoundTripsMetadata) {
   // Metadata and no tensors at all.
   save_safetensors(dir.file("only.safetensors"), {}, {{"k", "v"}});
   EXPECT_TRUE(load_safetensors(dir.file("only.safetensors"), &read).empty());
-  EXPECT_EQ(read, (std::map<std::string, std::string>{{"k", "v"}}));
+  EXPECT_EQ(read, (std::map<std::string, std::string>{{"format", "pt"}, {"k", "v"}}));
+
+  // A caller's own "format" replaces the default.
+  save_safetensors(dir.file("mlx.safetensors"), {}, {{"format", "mlx"}});
+  load_safetensors(dir.file("mlx.safetensors"), &read);
+  EXPECT_EQ(read, (std::map<std::string, std::string>{{"format", "mlx"}}));
 }
 
 TEST(Safetensors, RawLayoutIsTheDocumentedFormat) {
@@ -163,7 +172,7 @@ TEST(Safetensors, RawLayoutIsTheDocumentedFormat) {
 
   const auto j = nlohmann::json::parse(header);
   EXPECT_EQ(j.size(), 4u);
-  EXPECT_EQ(j["__metadata__"], (nlohmann::json{{"who", "remoe"}}));
+  EXPECT_EQ(j["__metadata__"], (nlohmann::json{{"format", "pt"}, {"who", "remoe"}}));
   EXPECT_EQ(j["a"]["dtype"], "F32");
   EXPECT_EQ(j["a"]["shape"], nlohmann::json::array({2}));
   EXPECT_EQ(j["a"]["data_offsets"], nlohmann::json::array({0, 8}));
@@ -183,6 +192,8 @@ TEST(Safetensors, RawLayoutIsTheDocumentedFormat) {
   save_safetensors(path, {named(Tensor::zeros({1}, DType::f64), "d")});
   const std::string b2 = read_bytes(path);
   EXPECT_NE(b2.find("\"dtype\":\"F64\""), std::string::npos) << b2;
+  // Without caller metadata the header still carries {"format": "pt"}, first.
+  EXPECT_NE(b2.find("{\"__metadata__\":{\"format\":\"pt\"},"), std::string::npos) << b2;
 }
 
 TEST(Safetensors, ReadsAHandMadeFileInDataOrder) {
@@ -390,6 +401,17 @@ TEST(CopyByName, ErrorsNameTheSourceAndTheTensorAndLeaveTheDestinationAlone) {
   EXPECT_EQ(dst[1].to_vector<double>(), (std::vector<double>{0, 0, 0}));
 }
 
+TEST(CheckByName, ChecksLikeCopyByNameAndCopiesNothing) {
+  auto dst = leaves();
+  const std::vector<Tensor> src{named(Tensor::full({2, 2}, 9, DType::f32), "layers.0.wq"),
+                                named(Tensor::full({3}, 9, DType::f64), "norm"),
+                                named(Tensor::zeros({0}, DType::f32), "empty")};
+  check_by_name(dst, src, "model.safetensors");  // matches: no error ...
+  EXPECT_EQ(dst[0].to_vector<float>(), (std::vector<float>{0, 0, 0, 0}));  // ... and no copy
+  EXPECT_EQ(error_of([&] { check_by_name(dst, {src[0], src[2]}, "ckpt/model.safetensors"); }),
+            "ckpt/model.safetensors: no tensor 'norm'");
+}
+
 // --- checkpoints ---------------------------------------------------------------------
 
 std::vector<Tensor> model_tensors(float v) {
@@ -536,6 +558,92 @@ TEST(Checkpoint, SavingTheSameStepTwiceReplacesIt) {
   expect_same_tensors(c.model, model_tensors(2));
   expect_same_tensors(c.optimizer, optimizer_tensors(2));
   EXPECT_EQ(latest_checkpoint(r), second);
+}
+
+// The checkpoint directories under run/checkpoints, sorted by name.
+std::vector<std::string> listing(const TempDir& run) {
+  std::vector<std::string> names;
+  for (const auto& e : fs::directory_iterator(run.path() / "checkpoints"))
+    names.push_back(e.path().filename().string());
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+TEST(Checkpoint, PruneKeepsTheNewestAndTheMultiplesAndDropsCrashLeftovers) {
+  TempDir run;
+  const std::string r = run.path().string();
+  EXPECT_TRUE(prune_checkpoints(r, 3, 0).empty());  // no checkpoints dir yet: nothing to do
+  for (int64_t step = 1; step <= 10; ++step)
+    save_checkpoint(r, step, model_tensors(float(step)), optimizer_tensors(float(step)), {});
+  const fs::path ck = run.path() / "checkpoints";
+  // Leftovers of crashes: a .tmp dir (of a step that exists complete, and of one that does
+  // not) and a step dir that never got its COMPLETE. Other names are not ours: left alone.
+  fs::create_directories(ck / "step_00000011.tmp");
+  fs::create_directories(ck / "step_00000004.tmp");
+  fs::create_directories(ck / "step_00000012");
+  write_bytes((ck / "step_00000012" / "model.safetensors").string(), "half");
+  fs::create_directories(ck / "notes.tmp");
+  fs::create_directories(ck / "step_abc");
+  write_bytes((ck / "README").string(), "mine");
+
+  const auto removed = prune_checkpoints(r, 3, 4);
+  std::vector<std::string> expected_removed;
+  for (const char* d : {"step_00000001", "step_00000002", "step_00000003", "step_00000004.tmp",
+                        "step_00000005", "step_00000006", "step_00000007", "step_00000011.tmp",
+                        "step_00000012"})
+    expected_removed.push_back((ck / d).string());
+  EXPECT_EQ(removed, expected_removed);
+  EXPECT_EQ(listing(run), (std::vector<std::string>{"README", "notes.tmp", "step_00000004",
+                                                     "step_00000008", "step_00000009",
+                                                     "step_00000010", "step_abc"}));
+  EXPECT_EQ(load_checkpoint((ck / "step_00000004").string()).step, 4);
+  EXPECT_EQ(latest_checkpoint(r), (ck / "step_00000010").string());
+
+  // keep_every = 0 keeps only the newest; keep_last = 1 the newest alone.
+  prune_checkpoints(r, 2, 0);
+  EXPECT_EQ(listing(run), (std::vector<std::string>{"README", "notes.tmp", "step_00000009",
+                                                     "step_00000010", "step_abc"}));
+  prune_checkpoints(r, 1, 0);
+  EXPECT_EQ(listing(run),
+            (std::vector<std::string>{"README", "notes.tmp", "step_00000010", "step_abc"}));
+  EXPECT_TRUE(prune_checkpoints(r, 1, 0).empty());
+
+  expect_contains(error_of([&] { prune_checkpoints(r, 0, 0); }), "keep_last must be at least 1");
+  expect_contains(error_of([&] { prune_checkpoints(r, 1, -1); }), "keep_every must be >= 0");
+}
+
+// Sets an environment variable for one scope.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const char* value) : name_(name) { ::setenv(name, value, 1); }
+  ~ScopedEnv() { ::unsetenv(name_); }
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
+
+ private:
+  const char* name_;
+};
+
+TEST(Checkpoint, TestDelayVariableSlowsTheWriteAndRejectsGarbage) {
+  TempDir run;
+  const std::string r = run.path().string();
+  {
+    ScopedEnv delay("REMOE_TEST_CHECKPOINT_DELAY_MS", "25");
+    const auto t0 = std::chrono::steady_clock::now();
+    save_checkpoint(r, 1, model_tensors(1), optimizer_tensors(1), {});
+    const double ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    EXPECT_GE(ms, 100.0) << "four pauses of 25 ms";
+  }
+  for (const char* bad : {"soon", "-5", "10ms"}) {
+    ScopedEnv delay("REMOE_TEST_CHECKPOINT_DELAY_MS", bad);
+    const std::string message = error_of([&] {
+      save_checkpoint(r, 2, model_tensors(1), optimizer_tensors(1), {});
+    });
+    expect_contains(message, std::string("REMOE_TEST_CHECKPOINT_DELAY_MS = '") + bad + "'");
+    expect_contains(message, "non-negative integer");
+  }
+  EXPECT_EQ(latest_checkpoint(r), (run.path() / "checkpoints" / "step_00000001").string());
 }
 
 }  // namespace

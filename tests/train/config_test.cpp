@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <array>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -297,6 +298,50 @@ TEST(Config, ValidateRejectsInconsistentValues) {
   EXPECT_TRUE(has(error_of([&] { c.validate(); }), "optim.grad_clip"));
 }
 
+TEST(Config, RetentionAndSkipKeys) {
+  const TrainConfig d;
+  EXPECT_EQ(d.keep_last, 3);
+  EXPECT_EQ(d.keep_every, 0);
+  EXPECT_EQ(d.max_skips, 5);
+  const TrainConfig c = parse_config(
+      std::string(kMinimal) + "[checkpoint]\nkeep_last = 1\nkeep_every = 1000\n",
+      "t.toml", {"--train.max_skips=2"});
+  EXPECT_EQ(c.keep_last, 1);
+  EXPECT_EQ(c.keep_every, 1000);
+  EXPECT_EQ(c.max_skips, 2);
+  EXPECT_TRUE(has(parse_error(kMinimal, {"--checkpoint.keep_last=0"}),
+                  "checkpoint.keep_last must be at least 1, got 0"));
+  EXPECT_TRUE(has(parse_error(kMinimal, {"--checkpoint.keep_every=-1"}),
+                  "checkpoint.keep_every must be >= 0 (0: none), got -1"));
+  EXPECT_TRUE(has(parse_error(kMinimal, {"--train.max_skips=0"}),
+                  "train.max_skips must be at least 1, got 0"));
+}
+
+TEST(Config, ConfigDifferencesListsEveryDifferingKeyWithBothValues) {
+  TrainConfig a;
+  a.data_path = "d";
+  EXPECT_TRUE(config_differences(a, a).empty());
+  TrainConfig b = a;
+  b.model.d_model = 64;
+  b.model.router = model::RouterKind::topk;
+  b.data_path = "e";
+  b.lr = 1e-3;
+  b.keep_last = 7;
+  const auto d = config_differences(a, b);
+  ASSERT_EQ(d.size(), 5u);
+  const std::vector<std::array<std::string, 3>> expected = {
+      {"model.d_model", "768", "64"},
+      {"model.router", "\"relu\"", "\"topk\""},
+      {"data.path", "\"d\"", "\"e\""},
+      {"optim.lr", "5e-04", "0.001"},
+      {"checkpoint.keep_last", "3", "7"}};
+  for (size_t i = 0; i < d.size(); ++i) {
+    EXPECT_EQ(d[i].key, expected[i][0]);
+    EXPECT_EQ(d[i].a, expected[i][1]);
+    EXPECT_EQ(d[i].b, expected[i][2]);
+  }
+}
+
 // Values that stress the formatting: tiny, non-default, integer-valued floats, escapes.
 TrainConfig unusual_config() {
   TrainConfig c;
@@ -396,8 +441,8 @@ TEST(Config, OptionsHelpListsEveryKeyThatToTomlWrites) {
   EXPECT_TRUE(has(help, "--data.path=STRING"));
 
   const std::vector<std::string> keys = keys_of(to_toml(TrainConfig{}));
-  // 17 model + 5 data + 5 train + 8 optim + 2 remoe + 2 eval + 1 checkpoint + 2 log
-  EXPECT_EQ(keys.size(), 42u);
+  // 17 model + 5 data + 6 train + 8 optim + 2 remoe + 2 eval + 3 checkpoint + 2 log
+  EXPECT_EQ(keys.size(), 45u);
   EXPECT_EQ(std::set<std::string>(keys.begin(), keys.end()).size(), keys.size());
   size_t lines = 0;
   for (const std::string& k : keys) {
