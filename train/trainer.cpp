@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 #include <numbers>
+#include <optional>
 
 #include <nlohmann/json.hpp>
 
@@ -15,6 +16,7 @@
 #include "train/checkpoint.h"
 #include "train/data.h"
 #include "train/schedule.h"
+#include "train/tensorboard.h"
 
 namespace remoe::train {
 namespace {
@@ -123,6 +125,8 @@ RunResult run_training(const TrainConfig& config_in,
   }
   std::ofstream metrics(metrics_path, start > 0 ? std::ios::app : std::ios::trunc);
   REMOE_CHECK(metrics, "cannot write ", metrics_path.string());
+  std::optional<EventWriter> tensorboard;
+  if (c.tensorboard) tensorboard.emplace((fs::path(c.run_dir) / "tb").string(), start + 1);
 
   std::printf("%s\n", to_toml(c).c_str());  // the resolved config, as saved in config.toml
   std::printf("remoe train: %s, %lld params (%lld active), %lld steps of %lld×%lld×%lld tokens\n",
@@ -182,6 +186,7 @@ RunResult run_training(const TrainConfig& config_in,
       result.final_val_loss = r.val_loss;
     }
     metrics << to_json(r).dump() << "\n" << std::flush;
+    if (tensorboard) tensorboard->write_scalars(r.step, step_scalars(r));
     if (r.step % c.log_every == 0 || last || r.has_val) print_line(r, c.steps, moe);
     if (last || (c.checkpoint_every > 0 && r.step % c.checkpoint_every == 0)) {
       const json state = {{"lambda", lambda.lambda}, {"data_rng", sampler.state()},
