@@ -15,6 +15,7 @@
 #include "model/transformer.h"
 #include "train/checkpoint.h"
 #include "train/data.h"
+#include "train/progress.h"
 #include "train/schedule.h"
 #include "train/tensorboard.h"
 
@@ -69,10 +70,12 @@ double evaluate(const model::Transformer& model, const TextCorpus& corpus, const
   NoGradGuard no_grad;
   const int64_t n = int64_t(corpus.bytes.size());
   double total = 0;
+  Progress progress("eval", c.eval_batches);
   for (int64_t i = 0; i < c.eval_batches; ++i) {
     const Batch b = fixed_batch(corpus, corpus.train_end, n, c.seq_len, c.batch_size, i, c.eval_batches);
     const model::ForwardOutput out = model.forward(b.inputs, c.batch_size, c.seq_len, 0.0);
     total += ops::cross_entropy(out.logits, b.targets).item();
+    progress.update(i + 1);
   }
   return total / double(c.eval_batches);
 }
