@@ -170,6 +170,8 @@ const std::vector<Option>& options() {
 
       option<&C::run_dir>("log.run_dir", "output directory (metrics, config, checkpoints)"),
       option<&C::log_every>("log.every", "steps between console lines"),
+      option<&C::tensorboard>("log.tensorboard",
+                              "also write each step's scalars as TensorBoard events to run_dir/tb"),
   };
   return table;
 }

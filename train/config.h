@@ -60,6 +60,7 @@ struct TrainConfig {
   // [log]
   std::string run_dir = "runs/default";  // metrics.jsonl, config.toml, checkpoints/
   int64_t log_every = 1;                 // steps between console lines
+  bool tensorboard = false;              // also write scalars to <run_dir>/tb/ (TensorBoard)
 
   // Throws remoe::Error naming the first inconsistent key (calls model.validate() too).
   void validate() const;

@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <fstream>
 #include <numbers>
+#include <optional>
 #include <string_view>
 
 #include <nlohmann/json.hpp>
@@ -22,7 +23,9 @@
 #include "model/transformer.h"
 #include "train/checkpoint.h"
 #include "train/data.h"
+#include "train/progress.h"
 #include "train/schedule.h"
+#include "train/tensorboard.h"
 
 namespace remoe::train {
 namespace {
@@ -127,11 +130,13 @@ class StopSignals {
 double evaluate(const model::Transformer& model, const Corpus& corpus, const TrainConfig& c) {
   NoGradGuard no_grad;
   double total = 0;
+  Progress progress("eval", c.eval_batches);
   for (int64_t i = 0; i < c.eval_batches; ++i) {
     const Batch b = fixed_batch(corpus.val, corpus.val_begin, corpus.val.size(), c.seq_len,
                                 c.batch_size, i, c.eval_batches, "validation", c.within_documents);
     const model::ForwardOutput out = model.forward(b.inputs, c.batch_size, c.seq_len, 0.0);
     total += ops::cross_entropy(out.logits, b.targets).item();
+    progress.update(i + 1);
   }
   return total / double(c.eval_batches);
 }
@@ -245,6 +250,8 @@ RunResult run_training(const TrainConfig& config_in,
   }
   std::ofstream metrics(metrics_path, start > 0 ? std::ios::app : std::ios::trunc);
   REMOE_CHECK(metrics, "cannot write ", metrics_path.string());
+  std::optional<EventWriter> tensorboard;
+  if (c.tensorboard) tensorboard.emplace((fs::path(c.run_dir) / "tb").string(), start + 1);
 
   std::printf("%s\n", to_toml(c).c_str());  // the resolved config, as saved in config.toml
   std::printf("remoe train: %s, %lld params (%lld active), %lld steps of %lld×%lld×%lld tokens\n",
@@ -327,6 +334,7 @@ RunResult run_training(const TrainConfig& config_in,
     }
     metrics << to_json(r).dump() << "\n" << std::flush;
     if (r.skipped) print_skip_line(r, c.steps, skips_in_a_row, c.max_skips);
+    if (tensorboard) tensorboard->write_scalars(r.step, step_scalars(r));
     if (r.step % c.log_every == 0 || last || r.has_val) print_line(r, c.steps, moe);
     bool saved = false;
     if (last || (c.checkpoint_every > 0 && r.step % c.checkpoint_every == 0)) {

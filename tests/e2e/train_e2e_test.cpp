@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <thread>
 
 #include <nlohmann/json.hpp>
@@ -117,6 +118,36 @@ INSTANTIATE_TEST_SUITE_P(Ffn, ShortRun,
                          ::testing::Values(std::pair{model::FfnKind::moe, model::RouterKind::relu},
                                            std::pair{model::FfnKind::moe, model::RouterKind::topk},
                                            std::pair{model::FfnKind::dense, model::RouterKind::relu}));
+
+// log.tensorboard: one event file whose TFRecord frames are the file version, the session start
+// and one Event per step (tests/train/tensorboard_test.cpp decodes the records themselves).
+TEST(Tensorboard, OneEventPerStepBesideTheJsonLines) {
+  if (!fs::exists(kShakespeare)) GTEST_SKIP() << kShakespeare << " not found";
+  train::TrainConfig c = small_run("tb", model::FfnKind::moe, model::RouterKind::relu);
+  c.steps = 4;
+  c.eval_every = 0;
+  c.tensorboard = true;
+  train::run_training(c);
+  std::vector<fs::path> files;
+  for (const auto& e : fs::directory_iterator(fs::path(c.run_dir) / "tb")) files.push_back(e.path());
+  ASSERT_EQ(files.size(), 1u);
+  EXPECT_TRUE(files[0].filename().string().starts_with("events.out.tfevents."));
+  std::ifstream in(files[0], std::ios::binary);
+  const std::string data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  size_t at = 0, records = 0;
+  while (at + 12 <= data.size()) {
+    uint64_t n = 0;
+    for (int i = 7; i >= 0; --i) n = (n << 8) | uint8_t(data[at + size_t(i)]);
+    at += 12 + n + 4;
+    ++records;
+  }
+  EXPECT_EQ(at, data.size()) << "the last frame is cut or overruns the file";
+  EXPECT_EQ(records, 2u + 4u);
+  // The last step's Event carries the per-expert tags of both layers and the validation loss.
+  EXPECT_NE(data.rfind("expert_load/layer_1/expert_3"), std::string::npos);
+  EXPECT_GT(data.rfind("val_bpb"), data.rfind("expert_load/layer_0/expert_0"));
+  fs::remove_all(c.run_dir);
+}
 
 TEST(Resume, HalfThenResumeIsBitIdenticalToStraight) {
   if (!fs::exists(kShakespeare)) GTEST_SKIP() << kShakespeare << " not found";

@@ -441,8 +441,8 @@ TEST(Config, OptionsHelpListsEveryKeyThatToTomlWrites) {
   EXPECT_TRUE(has(help, "--data.path=STRING"));
 
   const std::vector<std::string> keys = keys_of(to_toml(TrainConfig{}));
-  // 17 model + 5 data + 6 train + 8 optim + 2 remoe + 2 eval + 3 checkpoint + 2 log
-  EXPECT_EQ(keys.size(), 45u);
+  // 17 model + 5 data + 6 train + 8 optim + 2 remoe + 2 eval + 3 checkpoint + 3 log
+  EXPECT_EQ(keys.size(), 46u);
   EXPECT_EQ(std::set<std::string>(keys.begin(), keys.end()).size(), keys.size());
   size_t lines = 0;
   for (const std::string& k : keys) {
@@ -477,6 +477,16 @@ TEST(Config, LoadConfigReadsTheFileAndNamesItInErrors) {
                   "config file '" + missing + "' does not exist"));
   EXPECT_TRUE(has(error_of([&] { load_config(dir.string(), {}); }), "is not a regular file"));
   std::filesystem::remove_all(dir);
+}
+
+TEST(Config, TensorboardIsOffUnlessAskedForAndTakesOnlyABoolean) {
+  EXPECT_FALSE(parse(kMinimal).tensorboard);
+  EXPECT_TRUE(parse(std::string(kMinimal) + "[log]\ntensorboard = true\n").tensorboard);
+  EXPECT_TRUE(parse(kMinimal, {"--log.tensorboard=true"}).tensorboard);
+  EXPECT_EQ(parse_error(std::string(kMinimal) + "[log]\ntensorboard = \"yes\"\n"),
+            "test.toml: log.tensorboard = \"yes\": expected a boolean (true or false), got a string");
+  EXPECT_TRUE(has(parse_error(kMinimal, {"--log.tensorboard=1"}), "expected a boolean"));
+  EXPECT_TRUE(has(to_toml(parse(kMinimal)), "\ntensorboard = false\n"));
 }
 
 }  // namespace
