@@ -7,6 +7,7 @@
 //                                op or file, the offending values and what is expected.
 //   REMOE_FAIL(parts...)         the same without a condition.
 //   CUDA_CHECK(call)             a CUDA runtime call failed (statement, file, line).
+//   NCCL_CHECK(call)             the same for an NCCL call.
 #pragma once
 
 #include <sstream>
@@ -47,4 +48,12 @@ std::string str_cat(const Parts&... parts) {
     const cudaError_t remoe_err_ = (call);                                             \
     if (remoe_err_ != cudaSuccess) [[unlikely]]                                        \
       ::remoe::fail_call("CUDA", #call, cudaGetErrorString(remoe_err_), __FILE__, __LINE__); \
+  } while (0)
+
+// Expands only where nccl.h is included (dist/nccl.cu).
+#define NCCL_CHECK(call)                                                               \
+  do {                                                                                 \
+    const ncclResult_t remoe_nccl_err_ = (call);                                       \
+    if (remoe_nccl_err_ != ncclSuccess) [[unlikely]]                                   \
+      ::remoe::fail_call("NCCL", #call, ncclGetErrorString(remoe_nccl_err_), __FILE__, __LINE__); \
   } while (0)

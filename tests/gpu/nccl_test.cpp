@@ -1,0 +1,185 @@
+// The NCCL communicator with one rank against the thread implementation, and its rank-order
+// reduction kernel against the CPU's bit for bit. Skips without a visible GPU or without NCCL.
+// (More ranks need more GPUs or processes: launch remoe itself with torchrun for that.)
+#include <gmock/gmock.h>
+
+#include <cstring>
+
+#include "autodiff/device.h"
+#include "dist/nccl.h"
+#include "dist/thread_group.h"
+#include "tests/test_util.h"
+
+namespace remoe::test {
+namespace {
+
+using dist::Communicator;
+using dist::ReduceOp;
+using ::testing::HasSubstr;
+
+bool have_nccl_gpu() { return device::cuda_available() && dist::nccl_built(); }
+
+// Bitwise equality of two tensors' bytes (after a copy to the host).
+::testing::AssertionResult same_bits(const Tensor& a, const Tensor& b) {
+  if (a.shape() != b.shape() || a.dtype() != b.dtype())
+    return ::testing::AssertionFailure() << shape_str(a.shape()) << " " << dtype_name(a.dtype())
+                                         << " vs " << shape_str(b.shape()) << " "
+                                         << dtype_name(b.dtype());
+  const Tensor ha = a.to(Device::cpu), hb = b.to(Device::cpu);
+  if (std::memcmp(ha.raw(), hb.raw(), ha.nbytes()) != 0)
+    return ::testing::AssertionFailure() << "bytes differ";
+  return ::testing::AssertionSuccess();
+}
+
+Tensor random(const Shape& shape, DType dtype, uint64_t seed) {
+  Rng rng(seed);
+  if (dtype == DType::i32) {
+    std::vector<int32_t> v(size_t(shape_numel(shape)));
+    for (auto& x : v) x = int32_t(rng.below(2001)) - 1000;
+    return Tensor::from_vector<int32_t>(shape, v);
+  }
+  return randn(shape, dtype, rng, 100.0);
+}
+
+// One rank's result of `op` on the thread group and on NCCL, from the same CPU input.
+template <typename Op>
+void expect_same_as_threads(Communicator& nccl, Op op) {
+  Tensor on_threads;
+  dist::run_threads(1, [&](Communicator& comm) { on_threads = op(comm, Device::cpu); });
+  const Tensor on_gpu = op(nccl, Device::cuda);
+  EXPECT_TRUE(same_bits(on_gpu, on_threads));
+}
+
+class GpuNccl : public ::testing::TestWithParam<bool> {  // ordered reductions or NCCL's own
+ protected:
+  static void TearDownTestSuite() {
+    ordered_.reset();
+    native_.reset();
+  }
+  void SetUp() override {
+    if (!device::cuda_available()) GTEST_SKIP() << "no CUDA device visible";
+    if (!dist::nccl_built()) GTEST_SKIP() << "built without NCCL";
+    auto& comm = GetParam() ? ordered_ : native_;
+    if (!comm) {
+      dist::NcclOptions options;
+      options.ordered_reductions = GetParam();
+      comm = dist::nccl_communicator(dist::LaunchInfo{}, options);
+    }
+  }
+  Communicator& nccl() { return GetParam() ? *ordered_ : *native_; }
+
+  static inline std::unique_ptr<Communicator> ordered_, native_;
+};
+
+TEST_P(GpuNccl, OneRankWorld) {
+  EXPECT_EQ(nccl().rank(), 0);
+  EXPECT_EQ(nccl().world_size(), 1);
+  EXPECT_EQ(nccl().device(), Device::cuda);
+}
+
+TEST_P(GpuNccl, AllReduceMatchesThreads) {
+  for (DType dtype : {DType::f32, DType::f64, DType::i32})
+    for (const Shape& shape : {Shape{1000}, Shape{3, 5}, Shape{}, Shape{0, 4}})
+      for (ReduceOp op : {ReduceOp::sum, ReduceOp::mean}) {
+        if (op == ReduceOp::mean && dtype == DType::i32) continue;
+        const Tensor x = random(shape, dtype, 1);
+        expect_same_as_threads(nccl(), [&](Communicator& comm, Device dev) {
+          const Tensor t = x.to(dev);
+          comm.all_reduce(t, op);
+          return t;
+        });
+      }
+}
+
+TEST_P(GpuNccl, ReduceScatterAllGatherBroadcastMatchThreads) {
+  for (DType dtype : {DType::f32, DType::f64, DType::i32}) {
+    const Tensor x = random({5, 3}, dtype, 2);
+    expect_same_as_threads(nccl(), [&](Communicator& comm, Device dev) {
+      const Tensor out = Tensor::zeros({5, 3}, dtype, dev);
+      comm.reduce_scatter(out, x.to(dev), ReduceOp::sum);
+      return out;
+    });
+    expect_same_as_threads(nccl(), [&](Communicator& comm, Device dev) {
+      const Tensor out = Tensor::zeros({5, 3}, dtype, dev);
+      comm.all_gather(out, x.to(dev));
+      return out;
+    });
+    expect_same_as_threads(nccl(), [&](Communicator& comm, Device dev) {
+      const Tensor t = x.to(dev);
+      comm.broadcast(t, 0);
+      return t;
+    });
+  }
+}
+
+TEST_P(GpuNccl, AllToAllAndExchangeCountsMatchThreads) {
+  const Tensor x = random({7, 4}, DType::f32, 3);
+  for (int64_t rows : {7, 0}) {
+    const Tensor in = rows ? x : Tensor::empty({0, 4}, DType::f32);
+    expect_same_as_threads(nccl(), [&](Communicator& comm, Device dev) {
+      const std::vector<int64_t> recv = comm.exchange_counts({rows});
+      EXPECT_EQ(recv, std::vector<int64_t>{rows});
+      const Tensor out = Tensor::zeros({rows, 4}, DType::f32, dev);
+      comm.all_to_all(out, recv, in.to(dev), {rows});
+      return out;
+    });
+  }
+}
+
+TEST_P(GpuNccl, BarrierReturnsAndErrorsNameTheCollective) {
+  nccl().barrier();
+  const Tensor on_cpu = Tensor::zeros({2}, DType::f32);
+  EXPECT_THAT(error_of([&] { nccl().all_reduce(on_cpu); }),
+              HasSubstr("all_reduce: rank 0: a cpu tensor (2) given to NCCL"));
+  EXPECT_THAT(error_of([&] { nccl().broadcast(on_cpu.to(Device::cuda), 1); }),
+              HasSubstr("root 1 is not a rank of this group of 1"));
+  EXPECT_THAT(error_of([&] {
+                nccl().all_to_all(Tensor::zeros({2}, DType::f32, Device::cuda), {2},
+                                  Tensor::zeros({3}, DType::f32, Device::cuda), {3});
+              }),
+              HasSubstr("out (2) has 2 rows but recv_counts add up to 3"));
+}
+
+INSTANTIATE_TEST_SUITE_P(Reductions, GpuNccl, ::testing::Values(true, false),
+                         [](const auto& info) { return info.param ? "ordered" : "native"; });
+
+// --- the rank-order kernel --------------------------------------------------------------------
+
+class GpuReduceBlocks : public ::testing::TestWithParam<int> {
+ protected:
+  void SetUp() override {
+    if (!have_nccl_gpu()) GTEST_SKIP() << "no CUDA device visible, or built without NCCL";
+  }
+};
+
+TEST_P(GpuReduceBlocks, MatchesTheCpuBitForBit) {
+  const int world = GetParam();
+  for (DType dtype : {DType::f32, DType::f64, DType::i32})
+    for (int64_t n : {1, 1000, 70001})
+      for (ReduceOp op : {ReduceOp::sum, ReduceOp::mean}) {
+        if (op == ReduceOp::mean && dtype == DType::i32) continue;
+        // Per-block scales 1e8 apart make the sum depend on the order of additions.
+        Tensor blocks = random({world, n}, dtype, uint64_t(world * 7 + n));
+        if (dtype == DType::f32) {
+          float* b = blocks.data<float>();
+          for (int p = 0; p < world; ++p)
+            for (int64_t i = 0; i < n; ++i) b[p * n + i] *= (p % 2 ? 1e-3f : 1e5f);
+        }
+        std::vector<const void*> ptrs;
+        for (int p = 0; p < world; ++p)
+          ptrs.push_back(static_cast<const char*>(blocks.raw()) +
+                         size_t(p * n) * dtype_size(dtype));
+        const Tensor expected = Tensor::empty({n}, dtype);
+        dist::detail::reduce_blocks_cpu(expected.raw(), ptrs, n, dtype, op);
+        const Tensor got = Tensor::zeros({n}, dtype, Device::cuda);
+        dist::detail::reduce_blocks_cuda(got, blocks.to(Device::cuda), op);
+        EXPECT_TRUE(same_bits(got, expected))
+            << "W " << world << " n " << n << " " << dtype_name(dtype) << " "
+            << dist::reduce_op_name(op);
+      }
+}
+
+INSTANTIATE_TEST_SUITE_P(World, GpuReduceBlocks, ::testing::Values(1, 2, 3, 4, 8));
+
+}  // namespace
+}  // namespace remoe::test
