@@ -1,7 +1,10 @@
 // remoe: the command-line entry point.
 //   remoe train --config FILE [--section.key=value ...]
+//   remoe eval --checkpoint DIR [--text FILE] [--batches N] [--json] [--dump-logits FILE]
+//   remoe export --checkpoint DIR --out DIR2
 //   remoe info
 // Errors reach the user as one line on stderr and a non-zero exit status.
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -10,6 +13,8 @@
 #include "autodiff/device.h"
 #include "train/config.h"
 #include "train/estimate.h"
+#include "train/eval.h"
+#include "train/export.h"
 #include "train/sample.h"
 #include "train/trainer.h"
 
@@ -25,6 +30,12 @@ constexpr const char* kUsage =
     "  sample --checkpoint DIR [--prompt TEXT] [--length N] [--temperature T] [--top-k K]\n"
     "         [--seed S]                               generate bytes from a checkpoint (or a\n"
     "                                                  run directory: its newest checkpoint)\n"
+    "  eval --checkpoint DIR [--text FILE] [--batches N] [--json] [--dump-logits FILE]\n"
+    "                                                  mean cross-entropy (nats and bits per\n"
+    "                                                  byte) on fixed windows of FILE (default:\n"
+    "                                                  the run's validation split)\n"
+    "  export --checkpoint DIR --out DIR2              a Hugging Face folder (Llama or Mixtral\n"
+    "                                                  layout, safetensors, README)\n"
     "  info                                            the build and the GPU remoe sees\n"
     "  --help                                          this text and every config key\n";
 
@@ -116,6 +127,70 @@ int sample(const std::vector<std::string>& args) {
   return 0;
 }
 
+// `--name VALUE` or `--name=VALUE` into (name, value); `flags` take no value.
+using Options = std::vector<std::pair<std::string, std::string>>;
+Options parse_options(const std::vector<std::string>& args, const std::vector<std::string>& flags) {
+  Options out;
+  for (size_t i = 0; i < args.size(); ++i) {
+    std::string name = args[i], value;
+    const size_t eq = name.find('=');
+    if (eq != std::string::npos) {
+      value = name.substr(eq + 1);
+      name = name.substr(0, eq);
+    } else if (std::find(flags.begin(), flags.end(), name) == flags.end()) {
+      REMOE_CHECK(i + 1 < args.size(), name, " needs a value");
+      value = args[++i];
+    }
+    out.emplace_back(name, value);
+  }
+  return out;
+}
+
+int eval(const std::vector<std::string>& args) {
+  std::string checkpoint;
+  bool json = false;
+  remoe::train::EvalOptions o;
+  for (const auto& [name, value] : parse_options(args, {"--json"})) {
+    if (name == "--checkpoint") checkpoint = value;
+    else if (name == "--text") o.text = value;
+    else if (name == "--dump-logits") o.dump_logits = value;
+    else if (name == "--json") json = true;
+    else if (name == "--batches") {
+      size_t used = 0;
+      try {
+        o.batches = std::stoll(value, &used);
+      } catch (const std::exception&) {
+        used = 0;
+      }
+      REMOE_CHECK(used == value.size() && !value.empty() && o.batches >= 1,
+                  "--batches expects a positive integer, got '", value, "'");
+    } else REMOE_FAIL("unknown option ", name, " (see remoe --help)");
+  }
+  REMOE_CHECK(!checkpoint.empty(), "--checkpoint DIR is required (a run directory works)");
+  const remoe::train::EvalResult r = remoe::train::evaluate_checkpoint(checkpoint, o);
+  std::printf("%s\n", json ? r.to_json().dump().c_str() : r.line().c_str());
+  return 0;
+}
+
+int export_hf(const std::vector<std::string>& args) {
+  std::string checkpoint, out;
+  for (const auto& [name, value] : parse_options(args, {})) {
+    if (name == "--checkpoint") checkpoint = value;
+    else if (name == "--out") out = value;
+    else REMOE_FAIL("unknown option ", name, " (see remoe --help)");
+  }
+  REMOE_CHECK(!checkpoint.empty(), "--checkpoint DIR is required (a run directory works)");
+  REMOE_CHECK(!out.empty(), "--out DIR is required (the Hugging Face folder to write)");
+  const remoe::train::ExportResult r = remoe::train::export_hf(checkpoint, out);
+  // The warnings go to stderr: the export is written, but transformers will not run remoe's
+  // forward as is.
+  for (const std::string& w : r.warnings)
+    std::fprintf(stderr, "remoe export: warning: %s\n", w.c_str());
+  std::printf("exported %s (%lld tensors, %s) to %s\n", r.checkpoint.c_str(),
+              (long long)r.n_tensors, r.architecture.c_str(), r.out_dir.c_str());
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -130,6 +205,8 @@ int main(int argc, char** argv) {
     if (cmd == "info") return info();
     if (cmd == "train") return train(rest);
     if (cmd == "sample") return sample(rest);
+    if (cmd == "eval") return eval(rest);
+    if (cmd == "export") return export_hf(rest);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "remoe %s: %s\n", cmd.c_str(), e.what());
     return 1;

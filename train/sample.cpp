@@ -2,13 +2,10 @@
 
 #include <algorithm>
 #include <cmath>
-#include <filesystem>
 #include <numeric>
 
 #include "autodiff/tape.h"
-#include "model/transformer.h"
-#include "train/checkpoint.h"
-#include "train/config.h"
+#include "train/eval.h"
 
 namespace remoe::train {
 
@@ -17,19 +14,11 @@ std::string sample_text(const std::string& path, const SampleOptions& o) {
   REMOE_CHECK(o.top_k >= 0 && o.top_k <= 256, "sample: top_k must be in [0, 256], got ", o.top_k);
   REMOE_CHECK(o.length >= 0, "sample: length must be non-negative, got ", o.length);
   REMOE_CHECK(!o.prompt.empty(), "sample: the prompt must not be empty");
-  std::string dir = path;
-  if (!std::filesystem::exists(std::filesystem::path(path) / "COMPLETE")) {
-    const auto latest = latest_checkpoint(path);
-    REMOE_CHECK(latest, "sample: ", path, " is neither a checkpoint nor a run directory with one");
-    dir = *latest;
-  }
-  const Checkpoint ck = load_checkpoint(dir);
-  REMOE_CHECK(ck.state.contains("config"), "sample: ", dir, "/state.json has no config");
-  const TrainConfig config = parse_config(ck.state.at("config").get<std::string>(), dir + "/state.json", {});
-  REMOE_CHECK(config.model.vocab_size == 256, "sample: ", dir, " holds a model with vocabulary ",
+  const CheckpointModel m = load_checkpoint_model(path);
+  const TrainConfig& config = m.config;
+  REMOE_CHECK(config.model.vocab_size == 256, "sample: ", m.dir, " holds a model with vocabulary ",
               config.model.vocab_size, "; sampling writes bytes (256)");
-  const model::Transformer model(config.model, 0);
-  copy_by_name(model.parameters(), ck.model, dir + "/model.safetensors");
+  const model::Transformer& model = m.model;
 
   NoGradGuard no_grad;
   Rng rng(o.seed);
