@@ -123,9 +123,9 @@ EvalResult evaluate_checkpoint(const std::string& checkpoint, const EvalOptions&
   const char* split_name = "all";
   bool within_documents = false;
   if (o.text.empty()) {
+    REMOE_CHECK(c.val_fraction > 0 || !c.val_path.empty(), "the run of ", m.dir,
+                " has no validation split (data.val_fraction = 0); pass --text FILE");
     corpus = load_corpus(c.data_format, c.data_path, c.val_path, c.val_fraction);
-    REMOE_CHECK(corpus.has_validation(), "the run of ", m.dir,
-                " has no validation data (data.val_fraction = 0 and no data.val_path); pass --text FILE");
     check_vocabulary(corpus, c.data_format, c.model.vocab_size);
     source = &corpus.val;
     begin = corpus.val_begin;
