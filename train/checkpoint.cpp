@@ -11,6 +11,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <limits>
 #include <set>
 #include <unordered_map>
@@ -290,24 +291,26 @@ void save_safetensors(const std::string& path, const std::vector<Tensor>& tensor
   f.sync_and_close();
 }
 
-std::vector<Tensor> load_safetensors(const std::string& path,
+namespace {
+
+// The reader behind load_safetensors and parse_safetensors: `file_size` bytes in all, of which
+// read_at(offset, dst, n) copies n bytes at offset into dst (false when the source fails).
+// Nothing is read or allocated beyond what the header length and the offsets, both checked
+// against `file_size`, allow.
+using ReadAt = std::function<bool(uint64_t offset, void* dst, uint64_t n)>;
+
+std::vector<Tensor> read_safetensors(const std::string& path, uint64_t file_size,
+                                     const ReadAt& read_at,
                                      std::map<std::string, std::string>* metadata) {
   if (metadata) metadata->clear();
-  std::error_code ec;
-  const uint64_t file_size = fs::file_size(path, ec);
-  REMOE_CHECK(!ec, path, ": cannot read safetensors file: ", ec.message());
-  std::ifstream in(path, std::ios::binary);
-  REMOE_CHECK(in, path, ": cannot open for reading");
   REMOE_CHECK(file_size >= 8, path, ": file is ", file_size,
               " bytes, shorter than the 8-byte safetensors header length");
   uint64_t n = 0;
-  in.read(reinterpret_cast<char*>(&n), sizeof n);
-  REMOE_CHECK(in, path, ": cannot read the header length");
+  REMOE_CHECK(read_at(0, &n, sizeof n), path, ": cannot read the header length");
   REMOE_CHECK(n <= file_size - 8, path, ": header length ", n, " is larger than the ",
               file_size - 8, " bytes that follow it");
   std::string text(n, '\0');
-  in.read(text.data(), std::streamsize(n));
-  REMOE_CHECK(in, path, ": cannot read the ", n, "-byte header");
+  REMOE_CHECK(read_at(8, text.data(), n), path, ": cannot read the ", n, "-byte header");
   const uint64_t data_start = 8 + n;
   const uint64_t data_size = file_size - data_start;
 
@@ -349,15 +352,40 @@ std::vector<Tensor> load_safetensors(const std::string& path,
   out.reserve(entries.size());
   for (const Entry& e : entries) {
     Tensor t = Tensor::empty(e.shape, e.dtype);
-    if (e.end > e.begin) {
-      in.seekg(std::streamoff(data_start + e.begin));
-      in.read(static_cast<char*>(t.raw()), std::streamsize(e.end - e.begin));
-      REMOE_CHECK(in, path, ": cannot read the data of tensor '", e.name, "'");
-    }
+    if (e.end > e.begin)
+      REMOE_CHECK(read_at(data_start + e.begin, t.raw(), e.end - e.begin), path,
+                  ": cannot read the data of tensor '", e.name, "'");
     t.set_name(e.name);
     out.push_back(std::move(t));
   }
   return out;
+}
+
+}  // namespace
+
+std::vector<Tensor> load_safetensors(const std::string& path,
+                                     std::map<std::string, std::string>* metadata) {
+  std::error_code ec;
+  const uint64_t file_size = fs::file_size(path, ec);
+  REMOE_CHECK(!ec, path, ": cannot read safetensors file: ", ec.message());
+  std::ifstream in(path, std::ios::binary);
+  REMOE_CHECK(in, path, ": cannot open for reading");
+  const auto read_at = [&](uint64_t offset, void* dst, uint64_t bytes) {
+    in.seekg(std::streamoff(offset));
+    in.read(static_cast<char*>(dst), std::streamsize(bytes));
+    return bool(in);
+  };
+  return read_safetensors(path, file_size, read_at, metadata);
+}
+
+std::vector<Tensor> parse_safetensors(std::string_view bytes, const std::string& source,
+                                      std::map<std::string, std::string>* metadata) {
+  const auto read_at = [&](uint64_t offset, void* dst, uint64_t n) {
+    if (offset > bytes.size() || n > bytes.size() - offset) return false;
+    if (n > 0) std::memcpy(dst, bytes.data() + offset, n);
+    return true;
+  };
+  return read_safetensors(source, bytes.size(), read_at, metadata);
 }
 
 void copy_by_name(const std::vector<Tensor>& dst, const std::vector<Tensor>& src,

@@ -15,6 +15,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -33,6 +34,9 @@ void save_safetensors(const std::string& path, const std::vector<Tensor>& tensor
 // the "__metadata__" map.
 std::vector<Tensor> load_safetensors(const std::string& path,
                                      std::map<std::string, std::string>* metadata = nullptr);
+// The same from a whole file's bytes held in memory; `source` names them in errors.
+std::vector<Tensor> parse_safetensors(std::string_view bytes, const std::string& source,
+                                      std::map<std::string, std::string>* metadata = nullptr);
 
 // Copies each tensor of `src` into the storage of the `dst` tensor of the same name (dst keeps
 // its identity: parameters stay the same leaves). Every dst name must be present with the same

@@ -120,6 +120,22 @@ TEST(Safetensors, RoundTripsEveryDtypeScalarAndEmptyTensors) {
   EXPECT_TRUE(metadata.empty());
 }
 
+TEST(Safetensors, ParsesAFileHeldInMemoryAsTheFileReaderDoes) {
+  TempDir dir;
+  const auto tensors = sample_tensors();
+  save_safetensors(dir.file("t.safetensors"), tensors, {{"format", "pt"}});
+  const std::string bytes = read_bytes(dir.file("t.safetensors"));
+  std::map<std::string, std::string> metadata{{"stale", "entry"}};
+  expect_same_tensors(parse_safetensors(bytes, "in memory", &metadata), tensors);
+  EXPECT_EQ(metadata, (std::map<std::string, std::string>{{"format", "pt"}}));
+
+  // One byte short: the last tensor's data lies beyond the buffer.
+  const std::string message =
+      error_of([&] { parse_safetensors(bytes.substr(0, bytes.size() - 1), "cut.bin"); });
+  expect_contains(message, "cut.bin: tensor 'last' data_offsets");
+  expect_contains(message, "lie beyond the");
+}
+
 TEST(Safetensors, RoundTripsMetadata) {
   TempDir dir;
   const std::map<std::string, std::string> metadata{
@@ -287,6 +303,10 @@ TEST(Safetensors, MalformedFilesGiveErrorsNamingTheFileAndTheProblem) {
     const std::string message = error_of([&] { load_safetensors(path); });
     expect_contains(message, path);
     expect_contains(message, m.expected);
+    // The in-memory reader gives the same message under its own source name.
+    const std::string in_memory = error_of([&] { parse_safetensors(m.bytes, "buffer"); });
+    expect_contains(in_memory, "buffer: ");
+    expect_contains(in_memory, m.expected);
   }
   const std::string missing = dir.file("missing.safetensors");
   expect_contains(error_of([&] { load_safetensors(missing); }), missing);
