@@ -32,6 +32,7 @@ using ojson = nlohmann::ordered_json;
 constexpr size_t kAlign = 8;
 constexpr const char* kMetadataKey = "__metadata__";
 constexpr const char* kComplete = "COMPLETE";
+constexpr int kMaxHeaderDepth = 2;  // the deepest container: an entry's shape or data_offsets
 
 const char* st_dtype(DType d) {
   switch (d) {
@@ -162,11 +163,18 @@ struct Entry {
   uint64_t begin, end;
 };
 
-// Parses the header, rejecting duplicate keys (nlohmann would silently keep the last one).
+// Parses the header, rejecting duplicate keys (nlohmann would silently keep the last one) and
+// nesting deeper than a tensor entry's arrays: a header of a million '[' would otherwise be
+// built in full and then overflow the stack of the recursive copy and dump.
 ojson parse_header(const std::string& path, const std::string& text) {
   std::string duplicate;
   std::set<std::string> top_keys, entry_keys;
   auto callback = [&](int depth, ojson::parse_event_t event, ojson& parsed) {
+    // depth counts the enclosing values: 0 the header, 1 an entry, 2 its shape or data_offsets.
+    if ((event == ojson::parse_event_t::object_start ||
+         event == ojson::parse_event_t::array_start) && depth > kMaxHeaderDepth)
+      REMOE_FAIL(path, ": safetensors header nests deeper than ", kMaxHeaderDepth + 1,
+                 " levels (an object of tensor entries holding arrays of numbers)");
     if (event != ojson::parse_event_t::key || !duplicate.empty()) return true;
     const std::string key = parsed.get<std::string>();
     if (depth == 1) {
@@ -212,19 +220,26 @@ Entry parse_entry(const std::string& path, const std::string& name, const ojson&
   const ojson& shape = j["shape"];
   REMOE_CHECK(shape.is_array(), where, ": shape is ", shape.dump(),
               ", expected an array of non-negative integers");
-  // The byte size with an overflow check: a hostile shape must not wrap around to a match.
+  // The byte size with an overflow check: a hostile shape must not wrap around to a match, nor
+  // hide behind a zero dimension a product of the others that overflows the int64 element count
+  // the tensor computes ((2^32, 2^32, 0) is refused).
   uint64_t bytes = dtype_size(e.dtype);
-  bool overflow = false;
+  bool overflow = false, empty = false;
   for (const ojson& d : shape) {
     const auto v = json_index(d);
     REMOE_CHECK(v, where, ": shape is ", shape.dump(),
                 ", expected an array of non-negative integers");
     e.shape.push_back(*v);
-    if (*v != 0 && bytes > std::numeric_limits<uint64_t>::max() / uint64_t(*v)) overflow = true;
-    bytes *= uint64_t(*v);
+    if (*v == 0) {
+      empty = true;
+    } else if (bytes > uint64_t(std::numeric_limits<int64_t>::max()) / uint64_t(*v)) {
+      overflow = true;
+    } else {
+      bytes *= uint64_t(*v);
+    }
   }
-  if (std::find(e.shape.begin(), e.shape.end(), 0) != e.shape.end()) overflow = false, bytes = 0;
   REMOE_CHECK(!overflow, where, ": shape ", shape.dump(), " is too large");
+  if (empty) bytes = 0;
 
   const ojson& offsets = j["data_offsets"];
   std::optional<int64_t> b, end;
