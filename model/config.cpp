@@ -16,6 +16,13 @@ void ModelConfig::validate() const {
               " is not a multiple of model.n_kv_heads = ", n_kv_heads);
   REMOE_CHECK(norm_eps > 0, "model.norm_eps must be positive, got ", norm_eps);
   REMOE_CHECK(rope_base > 1, "model.rope_base must be greater than 1, got ", rope_base);
+  // experts() and active_experts() are computed for every config (the trainer's target sparsity),
+  // whatever the FFN kind: their products must not overflow.
+  int64_t product = 0;
+  REMOE_CHECK(!__builtin_mul_overflow(n_experts, granularity, &product) &&
+                  !__builtin_mul_overflow(top_k, granularity, &product),
+              "model: n_experts = ", n_experts, " or top_k = ", top_k, " times granularity = ",
+              granularity, " overflows a 64-bit integer");
   if (ffn == FfnKind::moe) {
     REMOE_CHECK(n_experts >= 1, "model.n_experts must be at least 1, got ", n_experts);
     REMOE_CHECK(granularity >= 1, "model.granularity must be at least 1, got ", granularity);

@@ -13,6 +13,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <limits>
 #include <set>
 #include <thread>
@@ -34,6 +35,7 @@ using ojson = nlohmann::ordered_json;
 constexpr size_t kAlign = 8;
 constexpr const char* kMetadataKey = "__metadata__";
 constexpr const char* kComplete = "COMPLETE";
+constexpr int kMaxHeaderDepth = 2;  // the deepest container: an entry's shape or data_offsets
 
 const char* st_dtype(DType d) {
   switch (d) {
@@ -164,11 +166,18 @@ struct Entry {
   uint64_t begin, end;
 };
 
-// Parses the header, rejecting duplicate keys (nlohmann would silently keep the last one).
+// Parses the header, rejecting duplicate keys (nlohmann would silently keep the last one) and
+// nesting deeper than a tensor entry's arrays: a header of a million '[' would otherwise be
+// built in full and then overflow the stack of the recursive copy and dump.
 ojson parse_header(const std::string& path, const std::string& text) {
   std::string duplicate;
   std::set<std::string> top_keys, entry_keys;
   auto callback = [&](int depth, ojson::parse_event_t event, ojson& parsed) {
+    // depth counts the enclosing values: 0 the header, 1 an entry, 2 its shape or data_offsets.
+    if ((event == ojson::parse_event_t::object_start ||
+         event == ojson::parse_event_t::array_start) && depth > kMaxHeaderDepth)
+      REMOE_FAIL(path, ": safetensors header nests deeper than ", kMaxHeaderDepth + 1,
+                 " levels (an object of tensor entries holding arrays of numbers)");
     if (event != ojson::parse_event_t::key || !duplicate.empty()) return true;
     const std::string key = parsed.get<std::string>();
     if (depth == 1) {
@@ -214,19 +223,26 @@ Entry parse_entry(const std::string& path, const std::string& name, const ojson&
   const ojson& shape = j["shape"];
   REMOE_CHECK(shape.is_array(), where, ": shape is ", shape.dump(),
               ", expected an array of non-negative integers");
-  // The byte size with an overflow check: a hostile shape must not wrap around to a match.
+  // The byte size with an overflow check: a hostile shape must not wrap around to a match, nor
+  // hide behind a zero dimension a product of the others that overflows the int64 element count
+  // the tensor computes ((2^32, 2^32, 0) is refused).
   uint64_t bytes = dtype_size(e.dtype);
-  bool overflow = false;
+  bool overflow = false, empty = false;
   for (const ojson& d : shape) {
     const auto v = json_index(d);
     REMOE_CHECK(v, where, ": shape is ", shape.dump(),
                 ", expected an array of non-negative integers");
     e.shape.push_back(*v);
-    if (*v != 0 && bytes > std::numeric_limits<uint64_t>::max() / uint64_t(*v)) overflow = true;
-    bytes *= uint64_t(*v);
+    if (*v == 0) {
+      empty = true;
+    } else if (bytes > uint64_t(std::numeric_limits<int64_t>::max()) / uint64_t(*v)) {
+      overflow = true;
+    } else {
+      bytes *= uint64_t(*v);
+    }
   }
-  if (std::find(e.shape.begin(), e.shape.end(), 0) != e.shape.end()) overflow = false, bytes = 0;
   REMOE_CHECK(!overflow, where, ": shape ", shape.dump(), " is too large");
+  if (empty) bytes = 0;
 
   const ojson& offsets = j["data_offsets"];
   std::optional<int64_t> b, end;
@@ -294,24 +310,26 @@ void save_safetensors(const std::string& path, const std::vector<Tensor>& tensor
   f.sync_and_close();
 }
 
-std::vector<Tensor> load_safetensors(const std::string& path,
+namespace {
+
+// The reader behind load_safetensors and parse_safetensors: `file_size` bytes in all, of which
+// read_at(offset, dst, n) copies n bytes at offset into dst (false when the source fails).
+// Nothing is read or allocated beyond what the header length and the offsets, both checked
+// against `file_size`, allow.
+using ReadAt = std::function<bool(uint64_t offset, void* dst, uint64_t n)>;
+
+std::vector<Tensor> read_safetensors(const std::string& path, uint64_t file_size,
+                                     const ReadAt& read_at,
                                      std::map<std::string, std::string>* metadata) {
   if (metadata) metadata->clear();
-  std::error_code ec;
-  const uint64_t file_size = fs::file_size(path, ec);
-  REMOE_CHECK(!ec, path, ": cannot read safetensors file: ", ec.message());
-  std::ifstream in(path, std::ios::binary);
-  REMOE_CHECK(in, path, ": cannot open for reading");
   REMOE_CHECK(file_size >= 8, path, ": file is ", file_size,
               " bytes, shorter than the 8-byte safetensors header length");
   uint64_t n = 0;
-  in.read(reinterpret_cast<char*>(&n), sizeof n);
-  REMOE_CHECK(in, path, ": cannot read the header length");
+  REMOE_CHECK(read_at(0, &n, sizeof n), path, ": cannot read the header length");
   REMOE_CHECK(n <= file_size - 8, path, ": header length ", n, " is larger than the ",
               file_size - 8, " bytes that follow it");
   std::string text(n, '\0');
-  in.read(text.data(), std::streamsize(n));
-  REMOE_CHECK(in, path, ": cannot read the ", n, "-byte header");
+  REMOE_CHECK(read_at(8, text.data(), n), path, ": cannot read the ", n, "-byte header");
   const uint64_t data_start = 8 + n;
   const uint64_t data_size = file_size - data_start;
 
@@ -353,15 +371,40 @@ std::vector<Tensor> load_safetensors(const std::string& path,
   out.reserve(entries.size());
   for (const Entry& e : entries) {
     Tensor t = Tensor::empty(e.shape, e.dtype);
-    if (e.end > e.begin) {
-      in.seekg(std::streamoff(data_start + e.begin));
-      in.read(static_cast<char*>(t.raw()), std::streamsize(e.end - e.begin));
-      REMOE_CHECK(in, path, ": cannot read the data of tensor '", e.name, "'");
-    }
+    if (e.end > e.begin)
+      REMOE_CHECK(read_at(data_start + e.begin, t.raw(), e.end - e.begin), path,
+                  ": cannot read the data of tensor '", e.name, "'");
     t.set_name(e.name);
     out.push_back(std::move(t));
   }
   return out;
+}
+
+}  // namespace
+
+std::vector<Tensor> load_safetensors(const std::string& path,
+                                     std::map<std::string, std::string>* metadata) {
+  std::error_code ec;
+  const uint64_t file_size = fs::file_size(path, ec);
+  REMOE_CHECK(!ec, path, ": cannot read safetensors file: ", ec.message());
+  std::ifstream in(path, std::ios::binary);
+  REMOE_CHECK(in, path, ": cannot open for reading");
+  const auto read_at = [&](uint64_t offset, void* dst, uint64_t bytes) {
+    in.seekg(std::streamoff(offset));
+    in.read(static_cast<char*>(dst), std::streamsize(bytes));
+    return bool(in);
+  };
+  return read_safetensors(path, file_size, read_at, metadata);
+}
+
+std::vector<Tensor> parse_safetensors(std::string_view bytes, const std::string& source,
+                                      std::map<std::string, std::string>* metadata) {
+  const auto read_at = [&](uint64_t offset, void* dst, uint64_t n) {
+    if (offset > bytes.size() || n > bytes.size() - offset) return false;
+    if (n > 0) std::memcpy(dst, bytes.data() + offset, n);
+    return true;
+  };
+  return read_safetensors(source, bytes.size(), read_at, metadata);
 }
 
 namespace {

@@ -17,6 +17,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -36,6 +37,9 @@ void save_safetensors(const std::string& path, const std::vector<Tensor>& tensor
 // the "__metadata__" map.
 std::vector<Tensor> load_safetensors(const std::string& path,
                                      std::map<std::string, std::string>* metadata = nullptr);
+// The same from a whole file's bytes held in memory; `source` names them in errors.
+std::vector<Tensor> parse_safetensors(std::string_view bytes, const std::string& source,
+                                      std::map<std::string, std::string>* metadata = nullptr);
 
 // Checks what copy_by_name checks, copying nothing: a caller restoring several sets of tensors
 // checks them all before it copies any.

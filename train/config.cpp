@@ -361,6 +361,38 @@ Value from_node(const Option& o, const toml::node& n, std::string_view source) {
              node_kind(n));
 }
 
+// Whether `s` is well-formed UTF-8 (no overlong forms, surrogates or code points past
+// U+10FFFF): what TOML, and the JSON of state.json, can hold.
+bool valid_utf8(std::string_view s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    size_t n = 0;
+    uint32_t cp = 0, min = 0;
+    if (c < 0x80) {
+      ++i;
+      continue;
+    } else if ((c & 0xe0) == 0xc0) {
+      n = 1, cp = c & 0x1f, min = 0x80;
+    } else if ((c & 0xf0) == 0xe0) {
+      n = 2, cp = c & 0x0f, min = 0x800;
+    } else if ((c & 0xf8) == 0xf0) {
+      n = 3, cp = c & 0x07, min = 0x10000;
+    } else {
+      return false;
+    }
+    if (s.size() - i <= n) return false;
+    for (size_t k = 1; k <= n; ++k) {
+      const auto cont = static_cast<unsigned char>(s[i + k]);
+      if ((cont & 0xc0) != 0x80) return false;
+      cp = (cp << 6) | (cont & 0x3f);
+    }
+    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return false;
+    i += n + 1;
+  }
+  return true;
+}
+
 template <typename T>
 bool parse_number(std::string_view text, T& out) {
   if (text.size() > 1 && text[0] == '+' && text[1] != '-') text.remove_prefix(1);
@@ -390,7 +422,12 @@ Value from_text(const Option& o, std::string_view text, std::string_view overrid
       if (text == "false") return false;
       wrong();
       break;
-    case Type::string: return std::string(text);
+    case Type::string:
+      // The resolved config is written back as TOML (config.toml, state.json), which holds
+      // only UTF-8 text.
+      if (!valid_utf8(text))
+        REMOE_FAIL("command line: ", override_text, ": expected UTF-8 text for ", o.key);
+      return std::string(text);
     case Type::choice:
       if (std::find(o.choices.begin(), o.choices.end(), text) == o.choices.end()) wrong();
       return std::string(text);

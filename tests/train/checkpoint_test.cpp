@@ -124,6 +124,22 @@ TEST(Safetensors, RoundTripsEveryDtypeScalarAndEmptyTensors) {
   EXPECT_EQ(metadata, (std::map<std::string, std::string>{{"format", "pt"}}));
 }
 
+TEST(Safetensors, ParsesAFileHeldInMemoryAsTheFileReaderDoes) {
+  TempDir dir;
+  const auto tensors = sample_tensors();
+  save_safetensors(dir.file("t.safetensors"), tensors, {{"format", "pt"}});
+  const std::string bytes = read_bytes(dir.file("t.safetensors"));
+  std::map<std::string, std::string> metadata{{"stale", "entry"}};
+  expect_same_tensors(parse_safetensors(bytes, "in memory", &metadata), tensors);
+  EXPECT_EQ(metadata, (std::map<std::string, std::string>{{"format", "pt"}}));
+
+  // One byte short: the last tensor's data lies beyond the buffer.
+  const std::string message =
+      error_of([&] { parse_safetensors(bytes.substr(0, bytes.size() - 1), "cut.bin"); });
+  expect_contains(message, "cut.bin: tensor 'last' data_offsets");
+  expect_contains(message, "lie beyond the");
+}
+
 TEST(Safetensors, RoundTripsMetadata) {
   TempDir dir;
   const std::map<std::string, std::string> metadata{
@@ -257,6 +273,17 @@ std::vector<Malformed> malformed_cases() {
       {"overflowing shape",
        craft(entry(R"("dtype":"F64","shape":[4294967296,4294967296],"data_offsets":[0,8])"), k8),
        "is too large"},
+      {"overflow behind a zero dim",
+       craft(entry(R"("dtype":"F32","shape":[4294967296,4294967296,0],"data_offsets":[0,0])"),
+             ""),
+       "shape [4294967296,4294967296,0] is too large"},
+      {"nested shape", craft(entry(R"("dtype":"F32","shape":[[2]],"data_offsets":[0,8])"), k8),
+       "safetensors header nests deeper than 3 levels"},
+      {"nested metadata", craft(R"({"__metadata__":{"k":{"a":1}}})", ""),
+       "__metadata__ value of 'k' is {\"a\":1}, expected a string"},
+      {"deep nesting",
+       craft("{\"t\":" + std::string(1000000, '[') + std::string(1000000, ']') + "}", ""),
+       "safetensors header nests deeper than 3 levels"},
       {"size mismatch", craft(entry(R"("dtype":"F32","shape":[3],"data_offsets":[0,8])"), k8),
        "span 8 bytes, but shape (3) of F32 needs 12"},
       {"offsets not a pair", craft(entry(R"("dtype":"F32","shape":[2],"data_offsets":[0])"), k8),
@@ -298,6 +325,10 @@ TEST(Safetensors, MalformedFilesGiveErrorsNamingTheFileAndTheProblem) {
     const std::string message = error_of([&] { load_safetensors(path); });
     expect_contains(message, path);
     expect_contains(message, m.expected);
+    // The in-memory reader gives the same message under its own source name.
+    const std::string in_memory = error_of([&] { parse_safetensors(m.bytes, "buffer"); });
+    expect_contains(in_memory, "buffer: ");
+    expect_contains(in_memory, m.expected);
   }
   const std::string missing = dir.file("missing.safetensors");
   expect_contains(error_of([&] { load_safetensors(missing); }), missing);

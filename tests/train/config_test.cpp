@@ -188,6 +188,21 @@ TEST(Config, OverridesAreTypeChecked) {
   EXPECT_EQ(c.alpha, 2.0);
 }
 
+TEST(Config, StringOverridesMustBeUtf8) {
+  // Every string value ends up in config.toml and state.json, which hold only UTF-8.
+  const TrainConfig c = parse(kMinimal, {"--log.run_dir=runs/été 日本 \xf0\x9f\x98\x80"});
+  EXPECT_EQ(c.run_dir, "runs/été 日本 \xf0\x9f\x98\x80");
+  for (const char* bad : {"\xff", "a\xe2\x82", "\xc0\xaf", "\xed\xa0\x80", "\xf4\x90\x80\x80",
+                          "\x80"}) {
+    SCOPED_TRACE(testing::PrintToString(std::string(bad)));
+    const std::string e = parse_error(kMinimal, {std::string("--log.run_dir=") + bad});
+    EXPECT_TRUE(has(e, "command line: --log.run_dir="));
+    EXPECT_TRUE(has(e, "expected UTF-8 text for log.run_dir"));
+  }
+  EXPECT_TRUE(
+      has(parse_error(kMinimal, {"--data.path=x\xfe"}), "expected UTF-8 text for data.path"));
+}
+
 TEST(Config, MalformedOverrides) {
   auto e = parse_error(kMinimal, {"--train.steps"});
   EXPECT_TRUE(has(e, "command line"));
@@ -290,6 +305,16 @@ TEST(Config, ValidateRejectsInconsistentValues) {
   EXPECT_TRUE(has(parse_error(kMinimal, {"--eval.batches=0"}), "eval.batches"));
   EXPECT_TRUE(has(parse_error(kMinimal, {"--log.every=0"}), "log.every"));
   EXPECT_TRUE(has(parse_error(kMinimal, {"--log.run_dir="}), "log.run_dir"));
+
+  // The expert counts are products: each must fit 64 bits, whatever the FFN kind (the trainer
+  // computes the target sparsity from them).
+  e = parse_error(std::string(kMinimal) +
+                  "[model]\nn_experts = 4611686018427387904\ngranularity = 4\nd_ffn = 4096\n");
+  EXPECT_TRUE(has(e, "n_experts = 4611686018427387904 or top_k = 1 times granularity = 4"));
+  EXPECT_TRUE(has(e, "overflows a 64-bit integer"));
+  EXPECT_TRUE(has(parse_error(kMinimal, {"--model.ffn=dense", "--model.top_k=-9223372036854775807",
+                                         "--model.granularity=2"}),
+                  "overflows a 64-bit integer"));
 
   TrainConfig c;
   c.data_path = "x";
