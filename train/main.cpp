@@ -86,47 +86,6 @@ int train(const std::vector<std::string>& args) {
   return 0;
 }
 
-// Parses `--name VALUE` or `--name=VALUE` pairs for sample's few options.
-int sample(const std::vector<std::string>& args) {
-  std::string checkpoint;
-  remoe::train::SampleOptions o;
-  for (size_t i = 0; i < args.size(); ++i) {
-    std::string name = args[i], value;
-    const size_t eq = name.find('=');
-    if (eq != std::string::npos) {
-      value = name.substr(eq + 1);
-      name = name.substr(0, eq);
-    } else {
-      REMOE_CHECK(i + 1 < args.size(), name, " needs a value");
-      value = args[++i];
-    }
-    auto number = [&](auto& out) {
-      size_t used = 0;
-      try {
-        if constexpr (std::is_floating_point_v<std::remove_reference_t<decltype(out)>>)
-          out = std::stod(value, &used);
-        else
-          out = std::stoll(value, &used);
-      } catch (const std::exception&) {
-        used = 0;
-      }
-      REMOE_CHECK(used == value.size() && !value.empty(), name, " expects a number, got '", value,
-                  "'");
-    };
-    if (name == "--checkpoint") checkpoint = value;
-    else if (name == "--prompt") o.prompt = value;
-    else if (name == "--length") number(o.length);
-    else if (name == "--temperature") number(o.temperature);
-    else if (name == "--top-k") number(o.top_k);
-    else if (name == "--seed") number(o.seed);
-    else REMOE_FAIL("unknown option ", name, " (see remoe --help)");
-  }
-  REMOE_CHECK(!checkpoint.empty(), "--checkpoint DIR is required (a run directory works)");
-  const std::string text = remoe::train::sample_text(checkpoint, o);
-  std::printf("%s%s\n", o.prompt.c_str(), text.c_str());
-  return 0;
-}
-
 // `--name VALUE` or `--name=VALUE` into (name, value); `flags` take no value.
 using Options = std::vector<std::pair<std::string, std::string>>;
 Options parse_options(const std::vector<std::string>& args, const std::vector<std::string>& flags) {
@@ -146,6 +105,39 @@ Options parse_options(const std::vector<std::string>& args, const std::vector<st
   return out;
 }
 
+// The whole of `value` as a number of out's type, or an error naming the option.
+template <typename T>
+void parse_number(const std::string& name, const std::string& value, T& out) {
+  size_t used = 0;
+  try {
+    if constexpr (std::is_floating_point_v<T>)
+      out = T(std::stod(value, &used));
+    else
+      out = T(std::stoll(value, &used));
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  REMOE_CHECK(used == value.size() && !value.empty(), name, " expects a number, got '", value, "'");
+}
+
+int sample(const std::vector<std::string>& args) {
+  std::string checkpoint;
+  remoe::train::SampleOptions o;
+  for (const auto& [name, value] : parse_options(args, {})) {
+    if (name == "--checkpoint") checkpoint = value;
+    else if (name == "--prompt") o.prompt = value;
+    else if (name == "--length") parse_number(name, value, o.length);
+    else if (name == "--temperature") parse_number(name, value, o.temperature);
+    else if (name == "--top-k") parse_number(name, value, o.top_k);
+    else if (name == "--seed") parse_number(name, value, o.seed);
+    else REMOE_FAIL("unknown option ", name, " (see remoe --help)");
+  }
+  REMOE_CHECK(!checkpoint.empty(), "--checkpoint DIR is required (a run directory works)");
+  const std::string text = remoe::train::sample_text(checkpoint, o);
+  std::printf("%s%s\n", o.prompt.c_str(), text.c_str());
+  return 0;
+}
+
 int eval(const std::vector<std::string>& args) {
   std::string checkpoint;
   bool json = false;
@@ -156,14 +148,8 @@ int eval(const std::vector<std::string>& args) {
     else if (name == "--dump-logits") o.dump_logits = value;
     else if (name == "--json") json = true;
     else if (name == "--batches") {
-      size_t used = 0;
-      try {
-        o.batches = std::stoll(value, &used);
-      } catch (const std::exception&) {
-        used = 0;
-      }
-      REMOE_CHECK(used == value.size() && !value.empty() && o.batches >= 1,
-                  "--batches expects a positive integer, got '", value, "'");
+      parse_number(name, value, o.batches);
+      REMOE_CHECK(o.batches >= 1, "--batches expects a positive integer, got '", value, "'");
     } else REMOE_FAIL("unknown option ", name, " (see remoe --help)");
   }
   REMOE_CHECK(!checkpoint.empty(), "--checkpoint DIR is required (a run directory works)");
