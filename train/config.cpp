@@ -372,7 +372,8 @@ bool valid_utf8(std::string_view s) {
     if (c < 0x80) {
       ++i;
       continue;
-    } else if ((c & 0xe0) == 0xc0) {
+    }
+    if ((c & 0xe0) == 0xc0) {
       n = 1, cp = c & 0x1f, min = 0x80;
     } else if ((c & 0xf0) == 0xe0) {
       n = 2, cp = c & 0x0f, min = 0x800;
