@@ -82,6 +82,7 @@ int train(const std::vector<std::string>& args) {
   // convention for a signal, 128 + its number (130, 143), so that `remoe train && next` does
   // not go on with an unfinished run.
   if (result.interrupted_by != 0) return 128 + result.interrupted_by;
+  if (result.already_complete) return 0;
   std::printf("done: final validation loss %.4f nats/byte\n", result.final_val_loss);
   return 0;
 }

@@ -232,6 +232,16 @@ RunResult run_training(const TrainConfig& config_in,
     start = ck.step;
     lambda.lambda = rs.lambda;
     sampler.set_state(rs.data_rng);
+    if (start == c.steps) {  // the README's command run a second time: say so, touch nothing
+      std::printf("%s is complete: its checkpoint %s is of the last step (train.steps = %lld); "
+                  "raise train.steps to continue it, or choose another log.run_dir\n",
+                  c.run_dir.c_str(), ck.dir.c_str(), (long long)c.steps);
+      RunResult done;
+      done.already_complete = true;
+      done.final_lambda = lambda.lambda;
+      done.last_checkpoint = ck.dir;
+      return done;
+    }
     std::printf("resuming from %s (step %lld, λ %.3e)\n", ck.dir.c_str(), (long long)start, lambda.lambda);
   }
   {

@@ -58,6 +58,7 @@ struct RunResult {
   double final_lambda = 0;
   int interrupted_by = 0;         // SIGINT or SIGTERM when a signal stopped the run early; else 0
   std::string last_checkpoint;    // the directory of the last checkpoint written; empty if none
+  bool already_complete = false;  // run_dir held a checkpoint of the last step: nothing was run
 };
 
 // Test-only hooks into the loop; a real run passes none.

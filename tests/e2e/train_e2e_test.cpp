@@ -175,6 +175,11 @@ TEST(Resume, HalfThenResumeIsBitIdenticalToStraight) {
     EXPECT_EQ(b.steps[i].lambda, a.steps[i + 6].lambda) << "step " << b.steps[i].step;
   }
   EXPECT_EQ(b.final_lambda, a.final_lambda);
+  // The same command once more: the run is complete, nothing is trained or rewritten.
+  const train::RunResult again = train::run_training(split);
+  EXPECT_TRUE(again.already_complete);
+  EXPECT_TRUE(again.steps.empty());
+  EXPECT_EQ(again.final_lambda, a.final_lambda);
   // metrics.jsonl holds each step once: the line step 7 wrote before the crash was dropped.
   std::ifstream in(fs::path(split.run_dir) / "metrics.jsonl");
   std::string line;
