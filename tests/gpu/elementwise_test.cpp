@@ -1,18 +1,11 @@
 // CUDA elementwise kernels against the CPU reference. Skips without a visible GPU.
-#include "autodiff/device.h"
 #include "kernels/elementwise.h"
-#include "tests/test_util.h"
+#include "tests/gpu/gpu_test.h"
 
 namespace remoe::test {
 namespace {
 
-class GpuElementwise : public ::testing::TestWithParam<int64_t> {
- protected:
-  void SetUp() override {
-    if (!device::cuda_available()) GTEST_SKIP() << "no CUDA device visible";
-  }
-  cudaStream_t stream() const { return static_cast<cudaStream_t>(device::cuda_stream()); }
-};
+using GpuElementwise = GpuTestWithParam<int64_t>;
 
 TEST_P(GpuElementwise, AddInPlaceMatchesCpu) {
   const int64_t n = GetParam();
