@@ -25,8 +25,9 @@ using BackwardFn = std::function<void()>;
 
 struct Node {
   const char* op;
-  std::vector<Tensor> outputs;  // the op's differentiable outputs
-  BackwardFn backward;          // empty: the op has no backward rule
+  std::vector<Tensor> outputs;        // the op's differentiable outputs
+  BackwardFn backward;                // empty: the op has no backward rule
+  std::vector<const void*> inputs;    // identities of the inputs that require grad (never read)
 };
 
 bool grad_enabled();
@@ -54,6 +55,14 @@ void accumulate_grad(const Tensor& t, const Tensor& g);
 // reverse, then clears it.
 void backward(const Tensor& loss);
 void backward(const Tensor& output, const Tensor& seed);
+
+// backward(loss) that also says when gradients are final, so data parallelism can reduce them
+// while the rest of the backward runs: on_ready(i) is called once for each watched[i] as soon as
+// no node left on the tape takes it as an input (its gradient will not change in this pass),
+// and at the end, in index order, for those no node took. Watched tensors are leaves
+// (parameters); on_ready runs with grad mode off.
+using GradReadyFn = std::function<void(size_t index)>;
+void backward(const Tensor& loss, const std::vector<Tensor>& watched, const GradReadyFn& on_ready);
 
 size_t tape_size();
 void clear_tape();

@@ -168,6 +168,10 @@ const std::vector<Option>& options() {
       option<&C::keep_every>("checkpoint.keep_every",
                              "also keep checkpoints of steps that are multiples of it; 0: none"),
 
+      option<&C::expert_parallel>("dist.expert_parallel",
+                                  "ranks sharing one copy of the experts (E / it experts each)"),
+      option<&C::bucket_mb>("dist.bucket_mb", "MiB of gradients all-reduced at once (data parallel)"),
+
       option<&C::run_dir>("log.run_dir", "output directory (metrics, config, checkpoints)"),
       option<&C::log_every>("log.every", "steps between console lines"),
       option<&C::tensorboard>("log.tensorboard",
@@ -501,6 +505,7 @@ constexpr Alias kMegatronAliases[] = {
     {"eval-iters", "eval.batches", ""},
     {"save-interval", "checkpoint.every", ""},
     {"log-interval", "log.every", ""},
+    {"expert-model-parallel-size", "dist.expert_parallel", ""},
 };
 
 // "num-experts=8" → "model.n_experts=8", "moe-relu-routing" → "model.router=relu"; anything
@@ -593,8 +598,28 @@ void TrainConfig::validate() const {
               checkpoint_every);
   REMOE_CHECK(keep_last >= 1, "checkpoint.keep_last must be at least 1, got ", keep_last);
   REMOE_CHECK(keep_every >= 0, "checkpoint.keep_every must be >= 0 (0: none), got ", keep_every);
+  REMOE_CHECK(expert_parallel >= 1, "dist.expert_parallel must be at least 1, got ",
+              expert_parallel);
+  REMOE_CHECK(expert_parallel == 1 || model.ffn == model::FfnKind::moe,
+              "dist.expert_parallel = ", expert_parallel, " needs model.ffn = \"moe\" (a dense ",
+              "model has no experts to shard)");
+  REMOE_CHECK(model.ffn != model::FfnKind::moe || model.experts() % expert_parallel == 0,
+              "dist.expert_parallel = ", expert_parallel, " does not divide the ",
+              model.experts(), " experts (model.n_experts ", model.n_experts, " x model.granularity ",
+              model.granularity, ") evenly: every rank must hold the same number of experts");
+  REMOE_CHECK(std::isfinite(bucket_mb) && bucket_mb > 0,
+              "dist.bucket_mb must be positive and finite, got ", bucket_mb);
   REMOE_CHECK(!run_dir.empty(), "log.run_dir must not be empty");
   REMOE_CHECK(log_every >= 1, "log.every must be at least 1, got ", log_every);
+}
+
+void TrainConfig::validate_world(int world_size) const {
+  REMOE_CHECK(expert_parallel <= world_size, "dist.expert_parallel = ", expert_parallel,
+              " needs at least that many ranks (GPUs), but the job has ", world_size,
+              ": launch ", expert_parallel, " or a multiple, or lower dist.expert_parallel");
+  REMOE_CHECK(world_size % expert_parallel == 0, "dist.expert_parallel = ", expert_parallel,
+              " does not divide the job's ", world_size, " ranks: the ranks form groups of ",
+              expert_parallel, " that each hold one copy of the experts");
 }
 
 TrainConfig parse_config(std::string_view toml_text, std::string_view source,

@@ -57,6 +57,10 @@ struct TrainConfig {
   int64_t keep_last = 3;         // complete checkpoints kept (the newest ones); >= 1
   int64_t keep_every = 0;        // also keep steps that are multiples of it; 0: none
 
+  // [dist] how a job of several ranks (one per GPU) splits the work; a job of one ignores it
+  int64_t expert_parallel = 1;  // ranks that share one copy of the experts, each holding E / it
+  double bucket_mb = 25;        // MiB of gradients all-reduced at once (data parallel)
+
   // [log]
   std::string run_dir = "runs/default";  // metrics.jsonl, config.toml, checkpoints/
   int64_t log_every = 1;                 // steps between console lines
@@ -64,6 +68,9 @@ struct TrainConfig {
 
   // Throws remoe::Error naming the first inconsistent key (calls model.validate() too).
   void validate() const;
+  // The checks that need the job's size: dist.expert_parallel must divide world_size (and not
+  // exceed it). Throws naming both.
+  void validate_world(int world_size) const;
 };
 
 // `source` names the text in errors (a file path, usually).

@@ -132,6 +132,10 @@ Batch WindowSampler::next(int64_t batch_size) {
   return batch;
 }
 
+void WindowSampler::skip(int64_t batch_size) {
+  for (int64_t b = 0; b < batch_size; ++b) (void)rng_.below(starts_.total());
+}
+
 Batch fixed_batch(const TokenSource& source, int64_t begin, int64_t end, int64_t seq_len,
                   int64_t batch_size, int64_t batch_index, int64_t n_batches,
                   const char* split_name, bool within_documents) {

@@ -70,6 +70,9 @@ class WindowSampler {
                 uint64_t seed, const char* split_name, bool within_documents = false);
 
   Batch next(int64_t batch_size);
+  // Advances past the windows next(batch_size) would return, without reading them (another
+  // data-parallel rank's micro-batch).
+  void skip(int64_t batch_size);
 
   // The whole sampler state, for checkpoints: resuming from it replays the same windows.
   std::array<uint64_t, 4> state() const { return rng_.state(); }

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "autodiff/device.h"
+#include "dist/bootstrap.h"
 #include "train/config.h"
 #include "train/estimate.h"
 #include "train/eval.h"
@@ -77,6 +78,14 @@ int train(const std::vector<std::string>& args) {
   if (dry_run)
     std::printf("%s", remoe::train::describe_estimate(config, remoe::train::estimate_run(config)).c_str());
   if (print_config || dry_run) return 0;
+  // Several processes would each train alone and write the same run directory: refuse them
+  // until the trainer runs on GPUs over NCCL (dist/README.md, "Not built yet").
+  const remoe::dist::LaunchInfo launch = remoe::dist::launch_info(remoe::dist::process_env());
+  REMOE_CHECK(launch.world_size == 1, "this process is rank ", launch.rank, " of ",
+              launch.world_size, " (started by ", launch.launcher, "), but the trainer runs one process: ",
+              "training over several processes needs its GPU path with NCCL, which is not built ",
+              "yet (dist/README.md); start one process");
+  config.validate_world(launch.world_size);
   const remoe::train::RunResult result = remoe::train::run_training(config);
   // Stopped by SIGINT/SIGTERM with a checkpoint saved (run_training said so): the shell's
   // convention for a signal, 128 + its number (130, 143), so that `remoe train && next` does

@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <fstream>
 #include <numbers>
+#include <mutex>
 #include <optional>
 #include <string_view>
 
@@ -20,6 +21,7 @@
 
 #include "autodiff/ops.h"
 #include "autodiff/tape.h"
+#include "dist/data_parallel.h"
 #include "model/transformer.h"
 #include "train/checkpoint.h"
 #include "train/data.h"
@@ -48,6 +50,14 @@ struct Optimizer {
     return all;
   }
 };
+
+// The rank-order sum of each value over the ranks (every rank gets the same numbers).
+std::vector<double> sum_over_ranks(dist::Communicator& comm, const std::vector<double>& values) {
+  Tensor t = Tensor::from_vector<double>({int64_t(values.size())}, values);
+  if (comm.device() != Device::cpu) t = t.to(comm.device());
+  comm.all_reduce(t, dist::ReduceOp::sum);
+  return t.to_vector<double>();
+}
 
 json to_json(const StepRecord& r) {
   json j = {{"step", r.step},           {"loss", r.loss},         {"aux", r.aux},
@@ -96,7 +106,9 @@ std::string non_finite_reason(const StepRecord& r) {
 // SIGINT/SIGTERM while training: the handler only records the signal (all it may do safely);
 // the loop checks after each step. SA_RESETHAND puts the default action back on the first
 // delivery, so a second signal stops the process at once (a save that hangs can still be
-// interrupted). The previous handlers are restored when training returns.
+// interrupted). The previous handlers are restored when training returns. Handlers belong to
+// the process: when ranks run as threads of one process (tests), the first to start installs
+// them and the last to finish restores them.
 volatile std::sig_atomic_t g_stop_signal = 0;
 
 extern "C" void record_stop_signal(int sig) { g_stop_signal = sig; }
@@ -104,16 +116,23 @@ extern "C" void record_stop_signal(int sig) { g_stop_signal = sig; }
 class StopSignals {
  public:
   StopSignals() {
+    const std::lock_guard lock(mutex_);
+    if (users_++ > 0) return;
     g_stop_signal = 0;
     struct sigaction sa {};
     sa.sa_handler = record_stop_signal;
     sigemptyset(&sa.sa_mask);
     sa.sa_flags = SA_RESETHAND | SA_RESTART;
     for (size_t i = 0; i < kSignals.size(); ++i)
-      REMOE_CHECK(::sigaction(kSignals[i], &sa, &old_[i]) == 0, "cannot install a handler for ",
-                  signal_name(kSignals[i]), ": ", std::strerror(errno));
+      if (::sigaction(kSignals[i], &sa, &old_[i]) != 0) {
+        --users_;
+        REMOE_FAIL("cannot install a handler for ", signal_name(kSignals[i]), ": ",
+                   std::strerror(errno));
+      }
   }
   ~StopSignals() {
+    const std::lock_guard lock(mutex_);
+    if (--users_ > 0) return;
     for (size_t i = 0; i < kSignals.size(); ++i) ::sigaction(kSignals[i], &old_[i], nullptr);
   }
   StopSignals(const StopSignals&) = delete;
@@ -124,20 +143,27 @@ class StopSignals {
 
  private:
   static constexpr std::array<int, 2> kSignals{SIGINT, SIGTERM};
-  std::array<struct sigaction, 2> old_{};
+  static inline std::mutex mutex_;
+  static inline int users_ = 0;
+  static inline std::array<struct sigaction, 2> old_{};
 };
 
-double evaluate(const model::Transformer& model, const Corpus& corpus, const TrainConfig& c) {
+// The mean validation loss over eval_batches fixed batches. Rank r of W takes batches
+// r, r + W, ...; the per-rank sums are added over ranks.
+double evaluate(const model::Transformer& model, const Corpus& corpus, const TrainConfig& c,
+                dist::Communicator& comm) {
   NoGradGuard no_grad;
+  const int64_t rank = comm.rank(), world = comm.world_size();
   double total = 0;
   Progress progress("eval", c.eval_batches);
-  for (int64_t i = 0; i < c.eval_batches; ++i) {
+  for (int64_t i = rank; i < c.eval_batches; i += world) {
     const Batch b = fixed_batch(corpus.val, corpus.val_begin, corpus.val.size(), c.seq_len,
                                 c.batch_size, i, c.eval_batches, "validation", c.within_documents);
     const model::ForwardOutput out = model.forward(b.inputs, c.batch_size, c.seq_len, 0.0);
     total += ops::cross_entropy(out.logits, b.targets).item();
-    progress.update(i + 1);
+    if (rank == 0) progress.update(i + 1);
   }
+  if (world > 1) total = sum_over_ranks(comm, {total})[0];
   return total / double(c.eval_batches);
 }
 
@@ -173,7 +199,8 @@ bool may_change_on_resume(std::string_view key) {
   // usual reason to restart): the run then differs from an uninterrupted one, knowingly.
   // Evaluation, checkpointing and logging only observe the run; train.steps extends or
   // shortens it and train.max_skips only decides when to give up.
-  for (std::string_view prefix : {"optim.", "eval.", "checkpoint.", "log."})
+  // dist.* only says how the ranks split the work (checkpoints hold whole tensors).
+  for (std::string_view prefix : {"optim.", "eval.", "checkpoint.", "log.", "dist."})
     if (key.starts_with(prefix)) return true;
   return key == "train.steps" || key == "train.max_skips";
 }
@@ -190,13 +217,25 @@ void check_resume_config(const std::string& dir, const TrainConfig& saved,
               "start a new run)");
 }
 
-RunResult run_training(const TrainConfig& config_in,
+RunResult run_training(const TrainConfig& config, const std::function<void(const StepRecord&)>& on_step,
+                       const TrainingHooks& hooks) {
+  dist::Single single;
+  return run_training(config, single, on_step, hooks);
+}
+
+RunResult run_training(const TrainConfig& config_in, dist::Communicator& comm,
                        const std::function<void(const StepRecord&)>& on_step,
                        const TrainingHooks& hooks) {
   const TrainConfig& c = config_in;
   c.validate();
+  const int rank = comm.rank(), world = comm.world_size();
+  c.validate_world(world);
+  const bool lead = rank == 0;  // writes the run directory and prints
   const bool moe = c.model.ffn == model::FfnKind::moe;
   const bool adaptive_lambda = moe && c.model.router == model::RouterKind::relu;
+  // One step: grad_accum micro-batches on each of the W ranks, in the order one process with
+  // W · grad_accum micro-batches would take them (rank r gets numbers r·A .. r·A + A − 1).
+  const int64_t micro_total = c.grad_accum * world;
 
   const Corpus corpus = load_corpus(c.data_format, c.data_path, c.val_path, c.val_fraction);
   check_vocabulary(corpus, c.data_format, c.model.vocab_size);
@@ -210,9 +249,11 @@ RunResult run_training(const TrainConfig& config_in,
   const std::vector<Tensor>& params = model.parameters();
   Optimizer optim(params);
   LambdaController lambda{c.lambda0, c.alpha, c.model.target_sparsity()};
+  std::optional<dist::GradBuckets> buckets;
+  if (world > 1) buckets.emplace(comm, params, int64_t(c.bucket_mb * double(1 << 20)));
   int64_t start = 0;
 
-  fs::create_directories(c.run_dir);
+  if (lead) fs::create_directories(c.run_dir);
   if (const auto latest = latest_checkpoint(c.run_dir)) {
     // Everything is read and checked (config, state, both tensor sets) before anything is
     // copied: a checkpoint that cannot be resumed leaves the fresh model untouched.
@@ -222,6 +263,12 @@ RunResult run_training(const TrainConfig& config_in,
                 ": has no \"config\" string (the run's resolved config), so it cannot be checked ",
                 "against this run's");
     check_resume_config(ck.dir, parse_config(ck.state["config"].get<std::string>(), state_path, {}), c);
+    // The ranks' micro-batches make up the step: another number of them is another run.
+    const int64_t saved_world = ck.state.value("world_size", int64_t(1));
+    REMOE_CHECK(saved_world == world, "checkpoint ", ck.dir, " was made by a job of ", saved_world,
+                " rank(s), this one has ", world, ": each step takes train.grad_accum micro-",
+                "batches per rank, so the run would go on with another batch; resume with ",
+                saved_world, " rank(s), or use another log.run_dir to start a new run");
     REMOE_CHECK(ck.step <= c.steps, "checkpoint ", ck.dir, " is of step ", ck.step,
                 ", beyond train.steps = ", c.steps, " (raise train.steps to continue the run)");
     const ResumeState rs = read_resume_state(ck);
@@ -233,46 +280,53 @@ RunResult run_training(const TrainConfig& config_in,
     lambda.lambda = rs.lambda;
     sampler.set_state(rs.data_rng);
     if (start == c.steps) {  // the README's command run a second time: say so, touch nothing
-      std::printf("%s is complete: its checkpoint %s is of the last step (train.steps = %lld); "
-                  "raise train.steps to continue it, or choose another log.run_dir\n",
-                  c.run_dir.c_str(), ck.dir.c_str(), (long long)c.steps);
+      if (lead)
+        std::printf("%s is complete: its checkpoint %s is of the last step (train.steps = %lld); "
+                    "raise train.steps to continue it, or choose another log.run_dir\n",
+                    c.run_dir.c_str(), ck.dir.c_str(), (long long)c.steps);
       RunResult done;
       done.already_complete = true;
       done.final_lambda = lambda.lambda;
       done.last_checkpoint = ck.dir;
       return done;
     }
-    std::printf("resuming from %s (step %lld, λ %.3e)\n", ck.dir.c_str(), (long long)start, lambda.lambda);
+    if (lead)
+      std::printf("resuming from %s (step %lld, λ %.3e)\n", ck.dir.c_str(), (long long)start,
+                  lambda.lambda);
   }
-  {
-    std::ofstream(fs::path(c.run_dir) / "config.toml") << to_toml(c);
-  }
-  // Resuming keeps the lines of the steps already taken and drops any written after the
-  // checkpoint (a crash between a checkpoint and the next one).
   const fs::path metrics_path = fs::path(c.run_dir) / "metrics.jsonl";
-  if (start > 0 && fs::exists(metrics_path)) {
-    std::ifstream in(metrics_path);
-    std::string kept, line;
-    while (std::getline(in, line))
-      if (!line.empty() && json::parse(line).value("step", int64_t(0)) <= start) kept += line + "\n";
-    in.close();
-    std::ofstream(metrics_path) << kept;
-  }
-  std::ofstream metrics(metrics_path, start > 0 ? std::ios::app : std::ios::trunc);
-  REMOE_CHECK(metrics, "cannot write ", metrics_path.string());
+  std::ofstream metrics;
   std::optional<EventWriter> tensorboard;
-  if (c.tensorboard) tensorboard.emplace((fs::path(c.run_dir) / "tb").string(), start + 1);
+  if (lead) {
+    std::ofstream(fs::path(c.run_dir) / "config.toml") << to_toml(c);
+    // Resuming keeps the lines of the steps already taken and drops any written after the
+    // checkpoint (a crash between a checkpoint and the next one).
+    if (start > 0 && fs::exists(metrics_path)) {
+      std::ifstream in(metrics_path);
+      std::string kept, line;
+      while (std::getline(in, line))
+        if (!line.empty() && json::parse(line).value("step", int64_t(0)) <= start) kept += line + "\n";
+      in.close();
+      std::ofstream(metrics_path) << kept;
+    }
+    metrics.open(metrics_path, start > 0 ? std::ios::app : std::ios::trunc);
+    REMOE_CHECK(metrics, "cannot write ", metrics_path.string());
+    if (c.tensorboard) tensorboard.emplace((fs::path(c.run_dir) / "tb").string(), start + 1);
 
-  std::printf("%s\n", to_toml(c).c_str());  // the resolved config, as saved in config.toml
-  std::printf("remoe train: %s, %lld params (%lld active), %lld steps of %lld×%lld×%lld tokens\n",
-              c.data_path.c_str(), (long long)model.n_params(), (long long)model.n_active_params(),
-              (long long)c.steps, (long long)c.grad_accum, (long long)c.batch_size, (long long)c.seq_len);
+    std::printf("%s\n", to_toml(c).c_str());  // the resolved config, as saved in config.toml
+    std::printf("remoe train: %s, %lld params (%lld active), %lld steps of %s%lld×%lld×%lld tokens\n",
+                c.data_path.c_str(), (long long)model.n_params(), (long long)model.n_active_params(),
+                (long long)c.steps, world > 1 ? str_cat(world, " ranks × ").c_str() : "",
+                (long long)c.grad_accum, (long long)c.batch_size, (long long)c.seq_len);
+  }
 
   RunResult result;
-  // Saves the state after `step`, then applies the retention policy.
+  // Saves the state after `step` (rank 0 writes), then applies the retention policy.
   const auto save = [&](int64_t step) {
+    if (!lead) return std::string();
     const json state = {{"lambda", lambda.lambda}, {"data_rng", sampler.state()},
-                        {"seed", c.seed}, {"config", to_toml(c)}};
+                        {"seed", c.seed},         {"world_size", world},
+                        {"config", to_toml(c)}};
     result.last_checkpoint = save_checkpoint(c.run_dir, step, params, optim.state(), state);
     prune_checkpoints(c.run_dir, c.keep_last, c.keep_every);
     return result.last_checkpoint;
@@ -280,6 +334,7 @@ RunResult run_training(const TrainConfig& config_in,
   int64_t skips_in_a_row = 0, last_good_step = start;
   const StopSignals signals;
   cpu::AdamWHyper hyper{c.lr, c.beta1, c.beta2, c.eps, c.weight_decay};
+  const int64_t n_moe_layers = moe ? c.model.n_layers : 0, n_experts = c.model.experts();
   for (int64_t step = start; step < c.steps; ++step) {
     const auto t0 = std::chrono::steady_clock::now();
     StepRecord r;
@@ -287,29 +342,52 @@ RunResult run_training(const TrainConfig& config_in,
     r.lr = learning_rate(c, step);
     r.lambda = lambda.lambda;
 
-    size_t n_layers_seen = 0;
-    for (int64_t micro = 0; micro < c.grad_accum; ++micro) {
+    // This rank's sums, then every rank's: [loss, aux, then per MoE layer its expert counts].
+    // The counts are integers, exact in a double, so S — and λ — are the same bit for bit
+    // however the micro-batches are spread over ranks.
+    std::vector<double> sums(size_t(2 + n_moe_layers * n_experts), 0.0);
+    for (int64_t micro = 0; micro < micro_total; ++micro) {
+      if (micro / c.grad_accum != rank) {  // another rank's micro-batch
+        sampler.skip(c.batch_size);
+        continue;
+      }
       const Batch b = sampler.next(c.batch_size);
       const model::ForwardOutput out = model.forward(b.inputs, c.batch_size, c.seq_len, lambda.lambda);
       const Tensor ce = ops::cross_entropy(out.logits, b.targets);
-      backward(ops::scale(ops::add(ce, out.aux), 1.0 / double(c.grad_accum)));
-      r.loss += ce.item() / double(c.grad_accum);
-      r.aux += out.aux.item() / double(c.grad_accum);
-      if (r.layer_sparsity.empty()) {
-        r.layer_sparsity.assign(out.layers.size(), 0.0);
-        r.expert_load.assign(out.layers.size(), std::vector<double>(size_t(c.model.experts()), 0.0));
-      }
-      for (size_t l = 0; l < out.layers.size(); ++l) {
-        const model::MoeLayerStats& s = out.layers[l];
-        r.layer_sparsity[l] += s.sparsity / double(c.grad_accum);
-        double routed = 0;
-        for (int32_t n : s.expert_counts) routed += n;
-        for (size_t e = 0; e < s.expert_counts.size(); ++e)
-          r.expert_load[l][e] += (routed > 0 ? s.expert_counts[e] / routed : 0.0) / double(c.grad_accum);
-      }
-      n_layers_seen = out.layers.size();
+      const Tensor loss = ops::scale(ops::add(ce, out.aux), 1.0 / double(micro_total));
+      if (buckets && micro == (rank + 1) * c.grad_accum - 1)  // the step's last backward here
+        backward(loss, params, [&](size_t i) { buckets->ready(i); });
+      else
+        backward(loss);
+      sums[0] += ce.item() / double(micro_total);
+      sums[1] += out.aux.item() / double(micro_total);
+      for (size_t l = 0; l < out.layers.size(); ++l)
+        for (int64_t e = 0; e < n_experts; ++e)
+          sums[2 + l * size_t(n_experts) + size_t(e)] += out.layers[l].expert_counts[size_t(e)];
     }
-    for (double s : r.layer_sparsity) r.sparsity += s / double(n_layers_seen);
+    if (buckets) {
+      buckets->finish();
+      sums = sum_over_ranks(comm, sums);
+    }
+    r.loss = sums[0];
+    r.aux = sums[1];
+    if (moe) {
+      // S = mean over (layer, micro-batch, rank) of 1 − Σ A / (T·E) (REMOE_SPEC §2).
+      const double pairs = double(micro_total * c.batch_size * c.seq_len * n_experts);
+      r.layer_sparsity.assign(size_t(n_moe_layers), 0.0);
+      r.expert_load.assign(size_t(n_moe_layers), std::vector<double>(size_t(n_experts), 0.0));
+      double active_all = 0;
+      for (int64_t l = 0; l < n_moe_layers; ++l) {
+        const double* counts = &sums[2 + size_t(l * n_experts)];
+        double active = 0;
+        for (int64_t e = 0; e < n_experts; ++e) active += counts[e];
+        for (int64_t e = 0; e < n_experts; ++e)
+          r.expert_load[size_t(l)][size_t(e)] = active > 0 ? counts[e] / active : 0.0;
+        r.layer_sparsity[size_t(l)] = 1.0 - active / pairs;
+        active_all += active;
+      }
+      r.sparsity = 1.0 - active_all / (pairs * double(n_moe_layers));
+    }
     if (hooks.after_backward) hooks.after_backward(params, r.step);
 
     // (A non-finite norm leaves the gradients scaled by NaN or 0: they are dropped below.)
@@ -334,18 +412,20 @@ RunResult run_training(const TrainConfig& config_in,
     }
 
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    r.tokens_per_s = double(c.grad_accum * c.batch_size * c.seq_len) / seconds;
+    r.tokens_per_s = double(micro_total * c.batch_size * c.seq_len) / seconds;
     const bool last = r.step == c.steps;
     if (corpus.has_validation() && (last || (c.eval_every > 0 && r.step % c.eval_every == 0))) {
       r.has_val = true;
-      r.val_loss = evaluate(model, corpus, c);
+      r.val_loss = evaluate(model, corpus, c, comm);
       r.val_bpb = r.val_loss / std::numbers::ln2;
       result.final_val_loss = r.val_loss;
     }
-    metrics << to_json(r).dump() << "\n" << std::flush;
-    if (r.skipped) print_skip_line(r, c.steps, skips_in_a_row, c.max_skips);
-    if (tensorboard) tensorboard->write_scalars(r.step, step_scalars(r));
-    if (r.step % c.log_every == 0 || last || r.has_val) print_line(r, c.steps, moe);
+    if (lead) {
+      metrics << to_json(r).dump() << "\n" << std::flush;
+      if (r.skipped) print_skip_line(r, c.steps, skips_in_a_row, c.max_skips);
+      if (tensorboard) tensorboard->write_scalars(r.step, step_scalars(r));
+      if (r.step % c.log_every == 0 || last || r.has_val) print_line(r, c.steps, moe);
+    }
     bool saved = false;
     if (last || (c.checkpoint_every > 0 && r.step % c.checkpoint_every == 0)) {
       save(r.step);
@@ -363,14 +443,22 @@ RunResult run_training(const TrainConfig& config_in,
       REMOE_FAIL("step ", this_step, ": ", skips_in_a_row, " steps in a row had a non-finite ",
                  "loss or gradient (train.max_skips = ", c.max_skips, "; the last: ", reason,
                  "); stopped with a checkpoint of the last good state (the weights after step ",
-                 last_good_step, ") in ", dir, " - lower optim.lr or check the data, then run ",
-                 "again to resume from it");
+                 last_good_step, ") in ", lead ? dir : c.run_dir + "/checkpoints (rank 0 wrote it)",
+                 " - lower optim.lr or check the data, then run again to resume from it");
     }
-    if (const int sig = StopSignals::received(); sig != 0 && !last) {
+    // Every rank stops at the same step: a signal any rank got counts for all.
+    int sig = StopSignals::received();
+    if (world > 1) {
+      const std::vector<double> got = sum_over_ranks(comm, {double(sig == SIGINT), double(sig == SIGTERM)});
+      sig = got[0] > 0 ? SIGINT : got[1] > 0 ? SIGTERM : 0;
+    }
+    if (sig != 0 && !last) {
       const std::string dir = saved ? result.last_checkpoint : save(this_step);
-      std::printf("interrupted by %s at step %lld, checkpoint saved to %s; run the same command "
-                  "to resume\n", StopSignals::signal_name(sig), (long long)this_step, dir.c_str());
-      std::fflush(stdout);
+      if (lead) {
+        std::printf("interrupted by %s at step %lld, checkpoint saved to %s; run the same command "
+                    "to resume\n", StopSignals::signal_name(sig), (long long)this_step, dir.c_str());
+        std::fflush(stdout);
+      }
       result.interrupted_by = sig;
       break;
     }

@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "autodiff/tensor.h"
+#include "dist/communicator.h"
 #include "train/config.h"
 
 namespace remoe::train {
@@ -73,6 +74,19 @@ struct TrainingHooks {
 // is logged (tests use it; may be empty). Throws remoe::Error on bad input, on a checkpoint
 // that cannot be resumed and after train.max_skips non-finite steps in a row.
 RunResult run_training(const TrainConfig& config,
+                       const std::function<void(const StepRecord&)>& on_step = {},
+                       const TrainingHooks& hooks = {});
+
+// The same on every rank of `comm` (each rank calls it, with the same config), data parallel:
+// every rank holds the whole model; a step is train.grad_accum micro-batches on each rank —
+// the same windows, in the same order, as one process with grad_accum · W micro-batches would
+// take (rank r the r-th block of A) — each contributing (cross-entropy + Σ_l aux_l) / (A · W).
+// Gradients are summed over ranks in buckets of dist.bucket_mb as the last backward finishes
+// them (dist/data_parallel.h); the loss, the aux loss and the routing counts are summed over
+// ranks, so S and λ are those of the whole step on every rank (REMOE_SPEC §2). Rank 0 alone
+// writes the run directory and prints. A job of another size than the checkpoint's is refused
+// on resume. `hooks.after_backward` sees the reduced gradients.
+RunResult run_training(const TrainConfig& config, dist::Communicator& comm,
                        const std::function<void(const StepRecord&)>& on_step = {},
                        const TrainingHooks& hooks = {});
 

@@ -100,5 +100,30 @@ TEST_F(Tape, BackwardNeedsAScalarOrASeedAndAGraph) {
             std::string::npos);
 }
 
+
+// The data-parallel hook: each watched leaf is reported once, right after the last node that
+// adds to its gradient, with that final gradient in place; leaves no node uses come last.
+TEST_F(Tape, ReportsEachWatchedGradientOnceItIsFinal) {
+  auto leaf = [](double v, const char* name) {
+    Tensor t = Tensor::from_vector<double>({}, {v});
+    t.set_requires_grad(true).set_name(name);
+    return t;
+  };
+  const Tensor a = leaf(2.0, "a"), b = leaf(3.0, "b"), unused = leaf(5.0, "unused");
+  // y = (a + b) · 4 + a: a is used twice (first by the add), b once.
+  const Tensor y = ops::add(ops::scale(ops::add(a, b), 4.0), a);
+  std::vector<std::pair<size_t, double>> seen;  // (index, gradient when reported)
+  backward(y, {unused, b, a}, [&](size_t i) {
+    const Tensor t = i == 0 ? unused : i == 1 ? b : a;
+    seen.emplace_back(i, t.grad().defined() ? t.grad().item() : -1.0);
+  });
+  // Reverse order: add(·, a) → scale → add(a, b), which is the last use of both a and b.
+  ASSERT_EQ(seen.size(), 3u);
+  EXPECT_EQ(seen[0], std::make_pair(size_t(1), 4.0));  // b: after add(a, b), final
+  EXPECT_EQ(seen[1], std::make_pair(size_t(2), 5.0));  // a: 1 + 4, final
+  EXPECT_EQ(seen[2], std::make_pair(size_t(0), -1.0)); // unused: at the end, no gradient
+  EXPECT_EQ(tape_size(), 0u);
+}
+
 }  // namespace
 }  // namespace remoe::test

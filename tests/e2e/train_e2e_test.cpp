@@ -302,7 +302,9 @@ INSTANTIATE_TEST_SUITE_P(
                       std::pair{"--model.d_model=sixty", "model.d_model"},
                       std::pair{"--model.top_k=9", "top_k"},
                       std::pair{"--model.d_model=66", "n_heads"},
-                      std::pair{"--train.seq_len=2000000", "longer than the data"}));
+                      std::pair{"--train.seq_len=2000000", "longer than the data"},
+                      std::pair{"--dist.expert_parallel=3", "does not divide the 8 experts"},
+                      std::pair{"--dist.expert_parallel=2", "needs at least that many ranks (GPUs), but the job has 1"}));
 
 TEST(BadInputFiles, EmptyDataFileAndMissingConfig) {
   const char* bin = std::getenv("REMOE_BIN");

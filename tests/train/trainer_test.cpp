@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include "tests/test_util.h"
+#include "tests/train/sandbox.h"
 #include "train/checkpoint.h"
 #include "train/schedule.h"
 
@@ -27,65 +28,6 @@ namespace {
 
 namespace fs = std::filesystem;
 using test::error_of;
-
-// A run directory and a data file of its own under the system temp dir, removed at the end.
-class Sandbox {
- public:
-  Sandbox() {
-    static std::atomic<int> counter{0};
-    std::random_device rd;
-    root_ = fs::temp_directory_path() /
-            ("remoe_trainer_test_" + std::to_string(rd()) + "_" + std::to_string(counter++));
-    fs::create_directories(root_);
-    // ~24 KB of text with some structure to learn.
-    std::ofstream out(root_ / "data.txt", std::ios::binary);
-    const char* words[] = {"the ", "quick ", "brown ", "fox ", "jumps ", "over ", "a ", "lazy ",
-                           "dog. ", "And ", "then ", "it ", "sleeps.\n"};
-    uint64_t x = 12345;
-    for (int i = 0; i < 5000; ++i) {
-      x = x * 6364136223846793005ull + 1442695040888963407ull;
-      out << words[(x >> 33) % 13];
-    }
-  }
-  ~Sandbox() {
-    std::error_code ec;
-    fs::remove_all(root_, ec);
-  }
-  Sandbox(const Sandbox&) = delete;
-  Sandbox& operator=(const Sandbox&) = delete;
-
-  // ReMoE (ReLU routing, adaptive λ) small enough that a step takes a millisecond or so.
-  TrainConfig config() const {
-    TrainConfig c;
-    c.model.d_model = 16;
-    c.model.n_layers = 1;
-    c.model.n_heads = 2;
-    c.model.n_kv_heads = 1;
-    c.model.d_ffn = 32;
-    c.model.ffn = model::FfnKind::moe;
-    c.model.router = model::RouterKind::relu;
-    c.model.n_experts = 4;
-    c.model.top_k = 1;
-    c.model.init_std = 0.02;
-    c.data_path = (root_ / "data.txt").string();
-    c.steps = 8;
-    c.batch_size = 2;
-    c.seq_len = 16;
-    c.lr = 3e-3;
-    c.min_lr = 3e-4;
-    c.warmup_steps = 1;
-    c.eval_every = 0;
-    c.eval_batches = 1;
-    c.log_every = 1000;
-    c.run_dir = (root_ / "run").string();
-    return c;
-  }
-  fs::path checkpoints() const { return root_ / "run" / "checkpoints"; }
-  fs::path metrics() const { return root_ / "run" / "metrics.jsonl"; }
-
- private:
-  fs::path root_;
-};
 
 void expect_contains(const std::string& message, const std::string& part) {
   EXPECT_NE(message.find(part), std::string::npos)
@@ -296,7 +238,7 @@ TEST(ResumeSafety, AcceptsTheKeysThatMayChange) {
 TEST(ResumeSafety, TheKeyPolicyIsExplicit) {
   for (const char* key : {"train.steps", "train.max_skips", "optim.lr", "optim.warmup_steps",
                           "eval.every", "eval.batches", "checkpoint.every", "checkpoint.keep_last",
-                          "log.run_dir", "log.every"})
+                          "log.run_dir", "log.every", "dist.expert_parallel", "dist.bucket_mb"})
     EXPECT_TRUE(may_change_on_resume(key)) << key;
   for (const char* key : {"model.d_model", "model.router", "model.granularity", "data.path",
                           "data.val_fraction", "train.seed", "train.batch_size", "train.seq_len",
