@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Packs what a GPU machine without a build environment needs into .device/ (ignored by git):
+# the gpu test binary, the kernel benchmarks, the remoe binary, the shared libraries they use
+# that are not part of every Linux (Google Benchmark, OpenMP's runtime), a little data, and
+# scripts/gpu_check.sh. The device tool carries the folder (`carry: [".device"]`, 64 MiB at
+# most) and runs `bash .device/gpu_check.sh`. The binaries are x86-64, built here with the
+# CUDA objects for sm_90a.
+#   scripts/device_bundle.sh [BUILD_DIR]    (default: build)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BUILD=${1:-build}
+[ -x "$BUILD/tests/gpu_tests" ] || { echo "device_bundle: $BUILD/tests/gpu_tests is missing: build with CUDA first (scripts/setup.sh on a machine with nvcc)" >&2; exit 1; }
+
+rm -rf .device
+mkdir -p .device/bin .device/lib .device/data
+cp "$BUILD/tests/gpu_tests" "$BUILD/train/remoe" .device/bin/
+for b in "$BUILD"/bench/*_bench; do [ -x "$b" ] && cp "$b" .device/bin/; done
+# Libraries outside glibc, libstdc++ and CUDA's own (NCCL and cuBLAS come from the device's
+# Python environment: gpu_check.sh finds them there).
+for bin in .device/bin/*; do
+  ldd "$bin" | awk '/=> \//{print $3}' | grep -E 'libbenchmark|libgomp' || true
+done | sort -u | while read -r lib; do cp -L "$lib" .device/lib/; done
+cp scripts/gpu_check.sh .device/
+[ -f ../shared/data/tinyshakespeare.txt ] && cp ../shared/data/tinyshakespeare.txt .device/data/
+git rev-parse HEAD > .device/commit 2>/dev/null || echo unknown > .device/commit
+git diff --quiet 2>/dev/null || echo "device_bundle: note: the working tree has uncommitted changes" >&2
+du -sh .device | awk '{print "device_bundle: .device is " $1 " (the device tool carries 64 MiB at most)"}'
