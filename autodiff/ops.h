@@ -96,5 +96,8 @@ double grad_norm(const std::vector<Tensor>& params);
 // Scales the gradients so their global norm is at most max_norm (torch's clip_grad_norm_);
 // returns the norm before clipping.
 double clip_grad_norm(const std::vector<Tensor>& params, double max_norm);
+// The same with the norm given (e.g. summed over the ranks that each hold part of the
+// parameters); returns it.
+double clip_grads_to_norm(const std::vector<Tensor>& params, double norm, double max_norm);
 
 }  // namespace remoe::ops

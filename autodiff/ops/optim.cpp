@@ -42,8 +42,11 @@ double grad_norm(const std::vector<Tensor>& params) {
 }
 
 double clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
+  return clip_grads_to_norm(params, grad_norm(params), max_norm);
+}
+
+double clip_grads_to_norm(const std::vector<Tensor>& params, double norm, double max_norm) {
   REMOE_CHECK(max_norm > 0, "clip_grad_norm: max_norm must be positive, got ", max_norm);
-  const double norm = grad_norm(params);
   const double coef = max_norm / (norm + 1e-6);
   if (coef >= 1.0) return norm;
   for (const Tensor& p : params) {
