@@ -1,9 +1,43 @@
 #include "model/moe.h"
 
+#include "dist/ops.h"
+
 namespace remoe::model {
+namespace {
+
+// The expert FFNs of the routed rows xs (N, d), grouped by expert as perm says:
+// W2 · (silu(W1 x) ⊙ W3 x) → (N, d).
+Tensor expert_ffn(const Tensor& xs, const MoeWeights& w, const ops::Permutation& perm) {
+  const Tensor h = ops::swiglu(ops::grouped_matmul(xs, w.w1, perm),
+                               ops::grouped_matmul(xs, w.w3, perm));
+  return ops::grouped_matmul(h, w.w2, perm);
+}
+
+// The same on the experts of every rank: xs (N, d) in the local expert-major order of all E
+// experts → (N, d) in the same order, computed by the ranks that hold the experts.
+Tensor expert_ffn_parallel(const Tensor& xs, const MoeWeights& w, const ops::Permutation& perm,
+                           const dist::ExpertParallel& ep) {
+  const int64_t E = perm.expert_offsets.dim(0) - 1, L = ep.local_experts(E);
+  REMOE_CHECK(w.w1.dim(0) == L && w.w3.dim(0) == L && w.w2.dim(0) == L, "moe_forward: rank ",
+              ep.rank(), " of ", ep.world(), " expert-parallel ranks holds E / W = ", E, " / ",
+              ep.world(), " = ", L, " experts, but w1, w3, w2 have ", w.w1.dim(0), ", ",
+              w.w3.dim(0), ", ", w.w2.dim(0));
+  const dist::ExpertDispatch plan = dist::plan_expert_dispatch(ep, perm.expert_offsets);
+  const Tensor recv = dist::all_to_all_rows(*ep.comm, xs, plan.send_counts, plan.recv_counts);  // (R, d)
+  Tensor out;  // (R, d), receive order
+  if (plan.regroup) {
+    const Tensor grouped = ops::gather_rows(recv, plan.grouped);  // (R, d), by local expert
+    out = ops::gather_rows(expert_ffn(grouped, w, plan.grouped), plan.received);
+  } else {
+    out = expert_ffn(recv, w, plan.grouped);
+  }
+  return dist::all_to_all_rows(*ep.comm, out, plan.recv_counts, plan.send_counts);  // (N, d)
+}
+
+}  // namespace
 
 MoeOutput moe_forward(const Tensor& x, const MoeWeights& w, const ModelConfig& config,
-                      double lambda) {
+                      double lambda, const dist::ExpertParallel& ep) {
   const int k = int(config.active_experts());
   const Tensor logits = ops::linear(x, w.router);
   const ops::Routing r = config.router == RouterKind::relu
@@ -11,10 +45,13 @@ MoeOutput moe_forward(const Tensor& x, const MoeWeights& w, const ModelConfig& c
                              : ops::topk_router(logits, k, config.renormalize);
 
   const ops::Permutation perm = ops::permute(r.mask);
-  const Tensor xs = ops::gather_rows(x, perm);
-  const Tensor h = ops::swiglu(ops::grouped_matmul(xs, w.w1, perm),
-                               ops::grouped_matmul(xs, w.w3, perm));
-  const Tensor y = ops::combine(ops::grouped_matmul(h, w.w2, perm), r.gates, perm);
+  const Tensor xs = ops::gather_rows(x, perm);  // (N, d), expert-major
+  const Tensor expert_out = ep.enabled() ? expert_ffn_parallel(xs, w, perm, ep)
+                                         : expert_ffn(xs, w, perm);
+  // NOTE: with expert parallelism, combine consumes the returning all-to-all's output on every
+  // rank, so that node gets a gradient (possibly of zero rows) and runs its collective in
+  // backward on every rank; dist/ops.h says why that matters.
+  const Tensor y = ops::combine(expert_out, r.gates, perm);
 
   Tensor aux;
   if (config.router == RouterKind::topk)

@@ -3,27 +3,37 @@
 //   gather → grouped W1, W3 → SwiGLU → grouped W2 → token-major weighted combine,
 // plus the layer's regulariser: ReMoE's load-balanced L1 (or plain L1) with coefficient λ on
 // the ReLU gates, or TopK's aux loss on the softmax probabilities.
+//
+// Expert parallel (ep.enabled()): the rank holds L = E / W of the experts, the block
+// [rank·L, (rank+1)·L), and the full router. Routing, permutation, gates, the regulariser and
+// the statistics are those of the rank's own tokens, exactly as without expert parallelism;
+// only the expert FFNs run elsewhere: the routed rows go to their experts' ranks with an
+// all-to-all, the grouped GEMMs run there on each rank's experts, and the results come back for
+// the combine (dist/expert_parallel.h draws the path). Every rank calls the same collectives
+// in the same order, whatever its tokens route to (nothing at all included).
 #pragma once
 
 #include <cstdint>
 #include <vector>
 
 #include "autodiff/ops.h"
+#include "dist/expert_parallel.h"
 #include "model/config.h"
 
 namespace remoe::model {
 
+// E experts without expert parallelism; L = E / W local ones with it (the router stays (E, d)).
 struct MoeWeights {
   Tensor router;  // (E, d)
-  Tensor w1;      // (E, F, d)
-  Tensor w3;      // (E, F, d)
-  Tensor w2;      // (E, d, F)
+  Tensor w1;      // (E or L, F, d)
+  Tensor w3;      // (E or L, F, d)
+  Tensor w2;      // (E or L, d, F)
 };
 
-// What the trainer reads back from one MoE layer in one forward pass.
+// What the trainer reads back from one MoE layer in one forward pass (the rank's own tokens).
 struct MoeLayerStats {
   double sparsity = 0;                 // 1 − Σ A / (T·E)
-  std::vector<int32_t> expert_counts;  // c_e: routed tokens per expert
+  std::vector<int32_t> expert_counts;  // c_e: routed tokens per expert, all E
 };
 
 struct MoeOutput {
@@ -32,8 +42,9 @@ struct MoeOutput {
   MoeLayerStats stats;
 };
 
-// x: (T, d). lambda is ReLU routing's regulariser coefficient (unused by TopK).
+// x: (T, d), T ≥ 1. lambda is ReLU routing's regulariser coefficient (unused by TopK).
+// ep: the expert-parallel group (default: none); with it, w holds this rank's L experts.
 MoeOutput moe_forward(const Tensor& x, const MoeWeights& w, const ModelConfig& config,
-                      double lambda);
+                      double lambda, const dist::ExpertParallel& ep = {});
 
 }  // namespace remoe::model

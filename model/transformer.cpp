@@ -1,6 +1,7 @@
 #include "model/transformer.h"
 
 #include <cmath>
+#include <cstring>
 
 #include "autodiff/ops.h"
 
@@ -10,14 +11,41 @@ Tensor Transformer::add_param(const std::string& name, const Shape& shape, doubl
   Tensor t = std > 0 ? randn(shape, dtype_, rng, std) : Tensor::full(shape, 1.0, dtype_);
   t.set_requires_grad(true).set_name(name);
   params_.push_back(t);
+  expert_param_.push_back(0);
   return t;
 }
 
-Transformer::Transformer(const ModelConfig& config, uint64_t seed, DType dtype)
-    : config_(config), dtype_(dtype) {
+Tensor Transformer::add_expert_param(const std::string& name, int64_t rows, int64_t cols,
+                                     double std, Rng& rng) {
+  const int64_t E = config_.experts(), L = local_experts_, per_expert = rows * cols;
+  Tensor t = Tensor::empty({L, rows, cols}, dtype_);
+  const size_t bytes = size_t(per_expert) * dtype_size(dtype_);
+  // randn fills element by element in order, so drawing one expert at a time gives the
+  // unsharded (E, rows, cols) tensor's values; the other ranks' experts are drawn and dropped.
+  for (int64_t e = 0; e < E; ++e) {
+    const Tensor one = randn({rows, cols}, dtype_, rng, std);
+    if (e >= first_expert_ && e < first_expert_ + L)
+      std::memcpy(static_cast<char*>(t.raw()) + size_t(e - first_expert_) * bytes, one.raw(), bytes);
+  }
+  t.set_requires_grad(true).set_name(name);
+  params_.push_back(t);
+  expert_param_.push_back(1);
+  return t;
+}
+
+Transformer::Transformer(const ModelConfig& config, uint64_t seed, DType dtype,
+                         dist::ExpertParallel ep)
+    : config_(config), dtype_(dtype), ep_(ep) {
   config_.validate();
   REMOE_CHECK(dtype == DType::f32 || dtype == DType::f64,
               "Transformer: parameters are f32 or f64, got ", dtype_name(dtype));
+  if (config_.ffn == FfnKind::moe) {
+    local_experts_ = ep_.local_experts(config_.experts());  // refuses an uneven split
+    first_expert_ = ep_.first_expert(config_.experts());
+  } else {
+    REMOE_CHECK(!ep_.enabled(), "Transformer: expert parallelism over ", ep_.world(),
+                " ranks needs an MoE model (ffn = moe), but this one is dense");
+  }
   Rng rng(seed);
   const auto& c = config_;
   const int64_t d = c.d_model, hd = c.head_dim();
@@ -40,11 +68,11 @@ Transformer::Transformer(const ModelConfig& config, uint64_t seed, DType dtype)
       l.w3 = add_param(p + "ffn.w3", {c.d_ffn, d}, std, rng);
       l.w2 = add_param(p + "ffn.w2", {d, c.d_ffn}, out_std, rng);
     } else {
-      const int64_t E = c.experts(), F = c.expert_d_ffn();
+      const int64_t E = c.experts(), F = c.expert_d_ffn();  // the router sees all E
       l.moe.router = add_param(p + "moe.router", {E, d}, std, rng);
-      l.moe.w1 = add_param(p + "moe.w1", {E, F, d}, std, rng);
-      l.moe.w3 = add_param(p + "moe.w3", {E, F, d}, std, rng);
-      l.moe.w2 = add_param(p + "moe.w2", {E, d, F}, out_std, rng);
+      l.moe.w1 = add_expert_param(p + "moe.w1", F, d, std, rng);
+      l.moe.w3 = add_expert_param(p + "moe.w3", F, d, std, rng);
+      l.moe.w2 = add_expert_param(p + "moe.w2", d, F, out_std, rng);
     }
     layers_.push_back(std::move(l));
   }
@@ -78,7 +106,7 @@ ForwardOutput Transformer::forward(const Tensor& ids, int64_t batch, int64_t seq
     if (c.ffn == FfnKind::dense) {
       x = ops::add(x, ops::linear(ops::swiglu(ops::linear(h, l.w1), ops::linear(h, l.w3)), l.w2));
     } else {
-      MoeOutput moe = moe_forward(h, l.moe, c, lambda);
+      MoeOutput moe = moe_forward(h, l.moe, c, lambda, ep_);
       x = ops::add(x, moe.y);
       out.aux = ops::add(out.aux, moe.aux);
       out.layers.push_back(std::move(moe.stats));
@@ -90,15 +118,17 @@ ForwardOutput Transformer::forward(const Tensor& ids, int64_t batch, int64_t seq
 
 int64_t Transformer::n_params() const {
   int64_t n = 0;
-  for (const Tensor& p : params_) n += p.numel();
+  for (size_t i = 0; i < params_.size(); ++i)
+    n += params_[i].numel() * (expert_param_[i] ? ep_.world() : 1);  // every rank's experts
   return n;
 }
 
 int64_t Transformer::n_active_params() const {
   if (config_.ffn == FfnKind::dense) return n_params();
   const int64_t E = config_.experts(), k = config_.active_experts();
-  int64_t expert_weights = 0;
-  for (const Layer& l : layers_) expert_weights += l.moe.w1.numel() + l.moe.w3.numel() + l.moe.w2.numel();
+  int64_t expert_weights = 0;  // global: the local slice times the ranks
+  for (const Layer& l : layers_)
+    expert_weights += (l.moe.w1.numel() + l.moe.w3.numel() + l.moe.w2.numel()) * ep_.world();
   return n_params() - expert_weights + expert_weights / E * k;
 }
 
