@@ -8,6 +8,8 @@
 
 #include <cstdint>
 
+#include "kernels/stream.h"
+
 namespace remoe::cpu {
 
 struct AdamWHyper {
@@ -23,3 +25,27 @@ void adamw_step(T* param, T* m, T* v, const T* grad, int64_t n, const AdamWHyper
                 int64_t step);
 
 }  // namespace remoe::cpu
+
+// CUDA launchers (kernels/cuda/adamw.cu): f32 master weights, moments and gradients, each
+// element updated in double exactly as the CPU reference does. The list form updates many
+// tensors in a few launches (tensor pointers travel in the kernel's arguments, no copy);
+// hyper.weight_decay is ignored there in favour of each tensor's own.
+namespace remoe::cuda {
+
+struct AdamWTensor {
+  float* param;
+  float* m;
+  float* v;
+  const float* grad;
+  int64_t n;
+  double weight_decay;
+};
+
+void adamw_step(float* param, float* m, float* v, const float* grad, int64_t n,
+                const cpu::AdamWHyper& hyper, int64_t step, cudaStream_t stream);
+
+// tensors: a host array of `count` entries.
+void adamw_step(const AdamWTensor* tensors, int64_t count, const cpu::AdamWHyper& hyper,
+                int64_t step, cudaStream_t stream);
+
+}  // namespace remoe::cuda

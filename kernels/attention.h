@@ -13,6 +13,8 @@
 
 #include <cstdint>
 
+#include "kernels/stream.h"
+
 namespace remoe::cpu {
 
 template <typename T>
@@ -25,3 +27,21 @@ void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T*
                         int64_t kv_heads, int64_t head_dim);
 
 }  // namespace remoe::cpu
+
+// CUDA launchers (kernels/cuda/attention.cu), f32, head_dim ≤ 128. Flash style: one block per
+// (batch, query head, tile of 32 queries) walks the causal key tiles with an online softmax;
+// the backward recomputes P from lse, takes D = rowsum(dO ⊙ O) (so `out` is required), and
+// runs two kernels without atomics: dK, dV per key tile (query heads of the group in order),
+// then dQ per query tile.
+namespace remoe::cuda {
+
+void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v,
+                       int64_t batch, int64_t seq, int64_t q_heads, int64_t kv_heads,
+                       int64_t head_dim, cudaStream_t stream);
+
+void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q,
+                        const float* k, const float* v, const float* out, const float* lse,
+                        int64_t batch, int64_t seq, int64_t q_heads, int64_t kv_heads,
+                        int64_t head_dim, cudaStream_t stream);
+
+}  // namespace remoe::cuda

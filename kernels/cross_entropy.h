@@ -9,6 +9,8 @@
 
 #include <cstdint>
 
+#include "kernels/stream.h"
+
 namespace remoe::cpu {
 
 template <typename T>
@@ -20,3 +22,17 @@ void cross_entropy_backward(T* dlogits, const T* dloss, const T* logits, const T
                             const int32_t* targets, int64_t n_tokens, int64_t vocab);
 
 }  // namespace remoe::cpu
+
+// CUDA launchers (kernels/cuda/cross_entropy.cu), f32 (logits and losses stay f32). One block
+// per row with an online softmax over V; the mean is one block summing the rows' losses in
+// double in a fixed order. loss and dloss are device pointers: nothing is read back.
+namespace remoe::cuda {
+
+void cross_entropy_forward(float* loss, float* lse, const float* logits, const int32_t* targets,
+                           int64_t n_tokens, int64_t vocab, cudaStream_t stream);
+
+void cross_entropy_backward(float* dlogits, const float* dloss, const float* logits,
+                            const float* lse, const int32_t* targets, int64_t n_tokens,
+                            int64_t vocab, cudaStream_t stream);
+
+}  // namespace remoe::cuda

@@ -7,6 +7,9 @@
 
 #include <cstdint>
 
+#include "kernels/bf16.h"
+#include "kernels/stream.h"
+
 namespace remoe::cpu {
 
 template <typename T>
@@ -18,3 +21,18 @@ void rope_backward(T* dx, const T* dy, int64_t batch, int64_t seq, int64_t heads
                    int64_t head_dim, double base);
 
 }  // namespace remoe::cpu
+
+// CUDA launchers (kernels/cuda/rope.cu), T = float or bf16. Angles, sines and cosines in
+// double as on the CPU (positions reach thousands of radians, where f32 angles lose ~1e-4).
+// y may alias x (each thread reads its pair before writing it).
+namespace remoe::cuda {
+
+template <typename T>
+void rope_forward(T* y, const T* x, int64_t batch, int64_t seq, int64_t heads, int64_t head_dim,
+                  double base, cudaStream_t stream);
+
+template <typename T>
+void rope_backward(T* dx, const T* dy, int64_t batch, int64_t seq, int64_t heads,
+                   int64_t head_dim, double base, cudaStream_t stream);
+
+}  // namespace remoe::cuda

@@ -5,6 +5,9 @@
 
 #include <cstdint>
 
+#include "kernels/bf16.h"
+#include "kernels/stream.h"
+
 namespace remoe::cpu {
 
 template <typename T> void swiglu_forward(T* h, const T* a, const T* b, int64_t n);
@@ -13,3 +16,15 @@ template <typename T>
 void swiglu_backward(T* da, T* db, const T* dh, const T* a, const T* b, int64_t n);
 
 }  // namespace remoe::cpu
+
+// CUDA launchers (kernels/cuda/swiglu.cu), T = float or bf16, math in f32.
+namespace remoe::cuda {
+
+template <typename T>
+void swiglu_forward(T* h, const T* a, const T* b, int64_t n, cudaStream_t stream);
+
+template <typename T>
+void swiglu_backward(T* da, T* db, const T* dh, const T* a, const T* b, int64_t n,
+                     cudaStream_t stream);
+
+}  // namespace remoe::cuda
