@@ -11,6 +11,9 @@
 
 #include <cstdint>
 
+#include "kernels/bf16.h"
+#include "kernels/stream.h"
+
 namespace remoe::cpu {
 
 template <typename T>
@@ -23,3 +26,20 @@ void combine_backward(T* dexpert_out, T* dgates, const T* dy, const T* expert_ou
                       int64_t n_rows);
 
 }  // namespace remoe::cpu
+
+// CUDA launchers (kernels/cuda/combine.cu): the same contracts on device pointers, with the
+// gates in f32 whatever the storage type T of the rows (f32 or bf16): the router runs in fp32.
+// One block per token; sums in fp32, e ascending for y; dgates is a block reduction in a fixed
+// tree, so runs repeat bit for bit.
+namespace remoe::cuda {
+
+template <typename T>
+void combine_forward(T* y, const T* expert_out, const float* gates, const int32_t* row_of,
+                     int64_t n_tokens, int64_t n_experts, int64_t dim, cudaStream_t stream);
+
+template <typename T>
+void combine_backward(T* dexpert_out, float* dgates, const T* dy, const T* expert_out,
+                      const float* gates, const int32_t* row_of, int64_t n_tokens,
+                      int64_t n_experts, int64_t dim, int64_t n_rows, cudaStream_t stream);
+
+}  // namespace remoe::cuda

@@ -9,6 +9,9 @@
 
 #include <cstdint>
 
+#include "kernels/bf16.h"
+#include "kernels/stream.h"
+
 namespace remoe::cpu {
 
 template <typename T>
@@ -21,3 +24,27 @@ void grouped_matmul_backward(T* dx, T* dw, const T* dy, const T* x, const T* w,
                              int64_t n_out);
 
 }  // namespace remoe::cpu
+
+// CUDA launchers (kernels/cuda/grouped_matmul.cu): the same contracts on device pointers, one
+// launch per call for all groups — the offsets are read on the device, never on the host.
+//   bf16: tensor cores (WMMA 16×16×16, fp32 accumulate, one bf16 rounding of each output);
+//   f32:  fp32 FMA tiles (for tests against the CPU and f32 runs).
+// max_rows bounds N = offsets[E] (the capacity of x, y, dx, dy; e.g. T·E for dropless ReLU
+// routing): the grid is sized from it and a device offsets[E] > max_rows traps.
+// n_groups ≤ kGroupedMatmulMaxGroups (each block reads the offsets into shared memory).
+// dw is written for every group (zero for empty ones) and is deterministic: no split over rows.
+namespace remoe::cuda {
+
+inline constexpr int64_t kGroupedMatmulMaxGroups = 1024;
+
+template <typename T>
+void grouped_matmul_forward(T* y, const T* x, const T* w, const int32_t* offsets,
+                            int64_t n_groups, int64_t k_in, int64_t n_out, int64_t max_rows,
+                            cudaStream_t stream);
+
+template <typename T>
+void grouped_matmul_backward(T* dx, T* dw, const T* dy, const T* x, const T* w,
+                             const int32_t* offsets, int64_t n_groups, int64_t k_in,
+                             int64_t n_out, int64_t max_rows, cudaStream_t stream);
+
+}  // namespace remoe::cuda

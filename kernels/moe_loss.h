@@ -14,6 +14,8 @@
 
 #include <cstdint>
 
+#include "kernels/stream.h"
+
 namespace remoe::cpu {
 
 template <typename T>
@@ -32,3 +34,28 @@ void l1_loss_backward(T* dscores, const T* dloss, int64_t n_tokens, int64_t n_ex
                       double coeff);
 
 }  // namespace remoe::cpu
+
+// CUDA launchers (kernels/cuda/moe_loss.cu), f32 and f64: the same contracts; loss and dloss
+// are device pointers. The forward sums in double in a fixed order (per-block partials, then
+// one block over them), so the loss repeats bit for bit; the backward is the CPU's formula.
+namespace remoe::cuda {
+
+template <typename T>
+void load_balance_loss_forward(T* loss, const T* scores, const int32_t* expert_counts,
+                               int64_t n_tokens, int64_t n_experts, double coeff, int k,
+                               cudaStream_t stream);
+
+template <typename T>
+void load_balance_loss_backward(T* dscores, const T* dloss, const int32_t* expert_counts,
+                                int64_t n_tokens, int64_t n_experts, double coeff, int k,
+                                cudaStream_t stream);
+
+template <typename T>
+void l1_loss_forward(T* loss, const T* scores, int64_t n_tokens, int64_t n_experts, double coeff,
+                     cudaStream_t stream);
+
+template <typename T>
+void l1_loss_backward(T* dscores, const T* dloss, int64_t n_tokens, int64_t n_experts,
+                      double coeff, cudaStream_t stream);
+
+}  // namespace remoe::cuda

@@ -11,6 +11,8 @@
 
 #include <cstdint>
 
+#include "kernels/stream.h"
+
 namespace remoe::cpu {
 
 // What every router writes besides its gates; all pointers required.
@@ -43,3 +45,35 @@ void topk_router_backward(T* dlogits, const T* dgates, const T* dprobs, const T*
                           bool renormalize);
 
 }  // namespace remoe::cpu
+
+// CUDA launchers (kernels/cuda/router.cu), f32 and f64: the same contracts on device pointers
+// (stats included). Statistics are reduced in a fixed order (per-block partials, then one
+// block over the partials), so they do not change from run to run; the per-expert score sums
+// and the softmax are summed in another order than the CPU's, so they agree to rounding.
+// topk_*: n_experts ≤ kTopkMaxExperts (one warp holds a token's row in registers), k ≤ E.
+namespace remoe::cuda {
+
+template <typename T>
+using RouterStats = cpu::RouterStats<T>;
+
+inline constexpr int64_t kTopkMaxExperts = 256;
+
+template <typename T>
+void relu_router_forward(T* gates, RouterStats<T> stats, const T* logits, int64_t n_tokens,
+                         int64_t n_experts, cudaStream_t stream);
+
+template <typename T>
+void relu_router_backward(T* dlogits, const T* dgates, const T* logits, int64_t n_tokens,
+                          int64_t n_experts, cudaStream_t stream);
+
+template <typename T>
+void topk_router_forward(T* gates, T* probs, RouterStats<T> stats, const T* logits,
+                         int64_t n_tokens, int64_t n_experts, int k, bool renormalize,
+                         cudaStream_t stream);
+
+template <typename T>
+void topk_router_backward(T* dlogits, const T* dgates, const T* dprobs, const T* probs,
+                          const int32_t* mask, int64_t n_tokens, int64_t n_experts,
+                          bool renormalize, cudaStream_t stream);
+
+}  // namespace remoe::cuda
