@@ -20,6 +20,7 @@
 #include <nlohmann/json.hpp>
 
 #include "autodiff/ops.h"
+#include "autodiff/device.h"
 #include "autodiff/tape.h"
 #include "dist/data_parallel.h"
 #include "model/transformer.h"
@@ -150,18 +151,26 @@ class StopSignals {
 
 // The mean validation loss over eval_batches fixed batches. Rank r of W takes batches
 // r, r + W, ...; the per-rank sums are added over ranks.
+// With expert parallelism a forward pass is a collective, so every rank runs as many: a rank
+// past the last batch runs batch 0 again and counts nothing.
 double evaluate(const model::Transformer& model, const Corpus& corpus, const TrainConfig& c,
                 dist::Communicator& comm) {
   NoGradGuard no_grad;
   const int64_t rank = comm.rank(), world = comm.world_size();
+  const int64_t rounds = model.expert_parallel().enabled() ? (c.eval_batches + world - 1) / world
+                                                           : (c.eval_batches - rank + world - 1) / world;
   double total = 0;
   Progress progress("eval", c.eval_batches);
-  for (int64_t i = rank; i < c.eval_batches; i += world) {
+  for (int64_t j = 0; j < rounds; ++j) {
+    const int64_t i = j * world + rank;
+    const bool counts = i < c.eval_batches;
     const Batch b = fixed_batch(corpus.val, corpus.val_begin, corpus.val.size(), c.seq_len,
-                                c.batch_size, i, c.eval_batches, "validation", c.within_documents);
+                                c.batch_size, counts ? i : 0, c.eval_batches, "validation",
+                                c.within_documents);
     const model::ForwardOutput out = model.forward(b.inputs, c.batch_size, c.seq_len, 0.0);
-    total += ops::cross_entropy(out.logits, b.targets).item();
-    if (rank == 0) progress.update(i + 1);
+    const double loss = ops::cross_entropy(out.logits, b.targets).item();
+    if (counts) total += loss;
+    if (rank == 0) progress.update(std::min(i + 1, c.eval_batches));
   }
   if (world > 1) total = sum_over_ranks(comm, {total})[0];
   return total / double(c.eval_batches);
@@ -191,6 +200,60 @@ ResumeState read_resume_state(const Checkpoint& ck) {
   for (size_t i = 0; i < 4; ++i) out.data_rng[i] = rng[i].get<uint64_t>();
   return out;
 }
+
+// Expert parallelism and checkpoints: a checkpoint always holds whole tensors, so it does
+// not depend on how the experts were spread. `sharded[i]` marks the tensors that hold a
+// rank's block of L experts along dimension 0.
+struct Sharding {
+  std::vector<bool> sharded;
+  dist::Communicator* comm = nullptr;  // null: nothing is sharded
+  int64_t first = 0, local = 0;        // this rank's experts [first, first + local)
+  int64_t experts = 0;                 // E
+
+  Shape full_shape(const Tensor& t) const {
+    Shape s = t.shape();
+    s[0] = experts;
+    return s;
+  }
+  // The tensors as a checkpoint holds them: sharded ones all-gathered (a collective: every
+  // rank calls it) into their full (E, ...) shape, under the same name.
+  std::vector<Tensor> gather(const std::vector<Tensor>& ts) const {
+    if (!comm) return ts;
+    std::vector<Tensor> out;
+    for (size_t i = 0; i < ts.size(); ++i) {
+      if (!sharded[i]) {
+        out.push_back(ts[i]);
+        continue;
+      }
+      Tensor full = Tensor::empty(full_shape(ts[i]), ts[i].dtype(), ts[i].device());
+      comm->all_gather(full, ts[i]);
+      full.set_name(ts[i].name());
+      out.push_back(full);
+    }
+    return out;
+  }
+  // Tensors to load a checkpoint into: fresh full-shape ones for the sharded, else the tensors.
+  std::vector<Tensor> full_like(const std::vector<Tensor>& ts) const {
+    if (!comm) return ts;
+    std::vector<Tensor> out;
+    for (size_t i = 0; i < ts.size(); ++i)
+      out.push_back(sharded[i] ? Tensor::empty(full_shape(ts[i]), ts[i].dtype(), ts[i].device())
+                                     .set_name(ts[i].name())
+                               : ts[i]);
+    return out;
+  }
+  // Copies this rank's block of each loaded full tensor into the sharded tensor.
+  void keep_slices(const std::vector<Tensor>& ts, const std::vector<Tensor>& full) const {
+    if (!comm) return;
+    for (size_t i = 0; i < ts.size(); ++i) {
+      if (!sharded[i]) continue;
+      const size_t block = ts[i].nbytes();  // L rows
+      device::copy(ts[i].raw(), ts[i].device(),
+                   static_cast<const char*>(full[i].raw()) + size_t(first) * (block / size_t(local)),
+                   full[i].device(), block);
+    }
+  }
+};
 
 }  // namespace
 
@@ -245,12 +308,33 @@ RunResult run_training(const TrainConfig& config_in, dist::Communicator& comm,
     (void)fixed_batch(corpus.val, corpus.val_begin, corpus.val.size(), c.seq_len, c.batch_size, 0,
                       c.eval_batches, "validation", c.within_documents);
 
-  model::Transformer model(c.model, c.seed);
+  // Expert parallel (dist.expert_parallel = W): each rank holds E / W experts of every layer.
+  dist::ExpertParallel ep;
+  if (c.expert_parallel > 1) ep.comm = &comm;
+  model::Transformer model(c.model, c.seed, DType::f32, ep);
   const std::vector<Tensor>& params = model.parameters();
   Optimizer optim(params);
   LambdaController lambda{c.lambda0, c.alpha, c.model.target_sparsity()};
+  // Replicated parameters have their gradients all-reduced; an expert's gradient already sums
+  // every rank's tokens (the all-to-all's backward brings them to its owner).
+  std::vector<Tensor> replicated, sharded;
+  Sharding sharding;
+  for (size_t i = 0; i < params.size(); ++i) {
+    const bool expert = ep.enabled() && model.is_expert_parameter(i);
+    (expert ? sharded : replicated).push_back(params[i]);
+    sharding.sharded.push_back(expert);
+  }
+  if (ep.enabled()) {
+    sharding.comm = &comm;
+    sharding.first = model.first_expert();
+    sharding.local = model.local_experts();
+    sharding.experts = c.model.experts();
+  }
+  Sharding optim_sharding = sharding;  // the moments: m of every parameter, then v
+  optim_sharding.sharded.insert(optim_sharding.sharded.end(), sharding.sharded.begin(),
+                                sharding.sharded.end());
   std::optional<dist::GradBuckets> buckets;
-  if (world > 1) buckets.emplace(comm, params, int64_t(c.bucket_mb * double(1 << 20)));
+  if (world > 1) buckets.emplace(comm, replicated, int64_t(c.bucket_mb * double(1 << 20)));
   int64_t start = 0;
 
   if (lead) fs::create_directories(c.run_dir);
@@ -272,10 +356,14 @@ RunResult run_training(const TrainConfig& config_in, dist::Communicator& comm,
     REMOE_CHECK(ck.step <= c.steps, "checkpoint ", ck.dir, " is of step ", ck.step,
                 ", beyond train.steps = ", c.steps, " (raise train.steps to continue the run)");
     const ResumeState rs = read_resume_state(ck);
-    check_by_name(params, ck.model, ck.dir + "/model.safetensors");
-    check_by_name(optim.state(), ck.optimizer, ck.dir + "/optimizer.safetensors");
-    copy_by_name(params, ck.model, ck.dir + "/model.safetensors");
-    copy_by_name(optim.state(), ck.optimizer, ck.dir + "/optimizer.safetensors");
+    const std::vector<Tensor> full_params = sharding.full_like(params);
+    const std::vector<Tensor> full_state = optim_sharding.full_like(optim.state());
+    check_by_name(full_params, ck.model, ck.dir + "/model.safetensors");
+    check_by_name(full_state, ck.optimizer, ck.dir + "/optimizer.safetensors");
+    copy_by_name(full_params, ck.model, ck.dir + "/model.safetensors");
+    copy_by_name(full_state, ck.optimizer, ck.dir + "/optimizer.safetensors");
+    sharding.keep_slices(params, full_params);
+    optim_sharding.keep_slices(optim.state(), full_state);
     start = ck.step;
     lambda.lambda = rs.lambda;
     sampler.set_state(rs.data_rng);
@@ -323,11 +411,13 @@ RunResult run_training(const TrainConfig& config_in, dist::Communicator& comm,
   RunResult result;
   // Saves the state after `step` (rank 0 writes), then applies the retention policy.
   const auto save = [&](int64_t step) {
+    const std::vector<Tensor> model_tensors = sharding.gather(params);
+    const std::vector<Tensor> optim_tensors = optim_sharding.gather(optim.state());
     if (!lead) return std::string();
     const json state = {{"lambda", lambda.lambda}, {"data_rng", sampler.state()},
                         {"seed", c.seed},         {"world_size", world},
                         {"config", to_toml(c)}};
-    result.last_checkpoint = save_checkpoint(c.run_dir, step, params, optim.state(), state);
+    result.last_checkpoint = save_checkpoint(c.run_dir, step, model_tensors, optim_tensors, state);
     prune_checkpoints(c.run_dir, c.keep_last, c.keep_every);
     return result.last_checkpoint;
   };
@@ -356,7 +446,7 @@ RunResult run_training(const TrainConfig& config_in, dist::Communicator& comm,
       const Tensor ce = ops::cross_entropy(out.logits, b.targets);
       const Tensor loss = ops::scale(ops::add(ce, out.aux), 1.0 / double(micro_total));
       if (buckets && micro == (rank + 1) * c.grad_accum - 1)  // the step's last backward here
-        backward(loss, params, [&](size_t i) { buckets->ready(i); });
+        backward(loss, replicated, [&](size_t i) { buckets->ready(i); });
       else
         backward(loss);
       sums[0] += ce.item() / double(micro_total);
@@ -391,7 +481,14 @@ RunResult run_training(const TrainConfig& config_in, dist::Communicator& comm,
     if (hooks.after_backward) hooks.after_backward(params, r.step);
 
     // (A non-finite norm leaves the gradients scaled by NaN or 0: they are dropped below.)
-    r.grad_norm = c.grad_clip > 0 ? ops::clip_grad_norm(params, c.grad_clip) : ops::grad_norm(params);
+    if (ep.enabled()) {
+      // The replicated part once, every rank's experts once each.
+      const double rep = ops::grad_norm(replicated), own = ops::grad_norm(sharded);
+      r.grad_norm = std::sqrt(rep * rep + sum_over_ranks(comm, {own * own})[0]);
+      if (c.grad_clip > 0) ops::clip_grads_to_norm(params, r.grad_norm, c.grad_clip);
+    } else {
+      r.grad_norm = c.grad_clip > 0 ? ops::clip_grad_norm(params, c.grad_clip) : ops::grad_norm(params);
+    }
     r.skip_reason = non_finite_reason(r);
     r.skipped = !r.skip_reason.empty();
     hyper.lr = r.lr;

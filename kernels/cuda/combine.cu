@@ -11,10 +11,11 @@
 
 #include "kernels/check.h"
 #include "kernels/combine.h"
-#include "kernels/cuda/bf16_device.h"
+#include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/nvtx.h"
 
 namespace remoe::cuda {
+using namespace detail;
 namespace {
 
 constexpr int kThreads = 128;
@@ -90,7 +91,7 @@ void combine_forward(T* y, const T* expert_out, const float* gates, const int32_
   NvtxRange range("combine_forward");
   if (n_tokens == 0 || dim == 0) return;
   combine_forward_kernel<<<grid_for(n_tokens), kThreads, 0, stream>>>(
-      dev_ptr(y), dev_ptr(expert_out), gates, row_of, n_tokens, n_experts, dim);
+      dev(y), dev(expert_out), gates, row_of, n_tokens, n_experts, dim);
   CUDA_CHECK(cudaGetLastError());
 }
 
@@ -105,7 +106,7 @@ void combine_backward(T* dexpert_out, float* dgates, const T* dy, const T* exper
   if (n_tokens == 0 || n_experts == 0 || (!dexpert_out && !dgates)) return;
   // dim = 0 still launches: dgates of active pairs are empty dot products, 0.
   combine_backward_kernel<<<grid_for(n_tokens), kThreads, 0, stream>>>(
-      dev_ptr(dexpert_out), dgates, dev_ptr(dy), dev_ptr(expert_out), gates, row_of, n_tokens,
+      dev(dexpert_out), dgates, dev(dy), dev(expert_out), gates, row_of, n_tokens,
       n_experts, dim);
   CUDA_CHECK(cudaGetLastError());
 }

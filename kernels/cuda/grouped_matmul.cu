@@ -22,11 +22,12 @@
 #include <mma.h>
 
 #include "kernels/check.h"
-#include "kernels/cuda/bf16_device.h"
+#include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/nvtx.h"
 #include "kernels/grouped_matmul.h"
 
 namespace remoe::cuda {
+using namespace detail;
 namespace {
 
 namespace wmma = nvcuda::wmma;
@@ -300,7 +301,7 @@ void forward(T* y, const T* x, const T* w, const int32_t* offsets, int64_t n_gro
   const dim3 grid(row_slots<P>(max_rows, n_groups), unsigned(ceil_div(n_out, P::kBN)));
   REMOE_CHECK(grid.y <= 65535, "grouped_matmul_forward: N_out = ", n_out, " too large");
   grouped_forward_kernel<P><<<grid, P::kThreads, 0, stream>>>(
-      dev_ptr(y), dev_ptr(x), dev_ptr(w), offsets, int(n_groups), k_in, n_out, max_rows);
+      dev(y), dev(x), dev(w), offsets, int(n_groups), k_in, n_out, max_rows);
   CUDA_CHECK(cudaGetLastError());
 }
 
@@ -315,14 +316,14 @@ void backward(T* dx, T* dw, const T* dy, const T* x, const T* w, const int32_t* 
     const dim3 grid(row_slots<P>(max_rows, n_groups), unsigned(ceil_div(k_in, P::kBN)));
     REMOE_CHECK(grid.y <= 65535, "grouped_matmul_backward: K = ", k_in, " too large");
     grouped_dx_kernel<P><<<grid, P::kThreads, 0, stream>>>(
-        dev_ptr(dx), dev_ptr(dy), dev_ptr(w), offsets, int(n_groups), k_in, n_out, max_rows);
+        dev(dx), dev(dy), dev(w), offsets, int(n_groups), k_in, n_out, max_rows);
     CUDA_CHECK(cudaGetLastError());
   }
   if (dw && n_groups > 0 && k_in > 0 && n_out > 0) {
     const dim3 grid(unsigned(ceil_div(k_in, P::kBN)), unsigned(ceil_div(n_out, P::kBM)),
                     unsigned(n_groups));
     REMOE_CHECK(grid.y <= 65535, "grouped_matmul_backward: N_out = ", n_out, " too large");
-    grouped_dw_kernel<P><<<grid, P::kThreads, 0, stream>>>(dev_ptr(dw), dev_ptr(dy), dev_ptr(x),
+    grouped_dw_kernel<P><<<grid, P::kThreads, 0, stream>>>(dev(dw), dev(dy), dev(x),
                                                            offsets, k_in, n_out, max_rows);
     CUDA_CHECK(cudaGetLastError());
   }

@@ -1,7 +1,6 @@
-// Device-side helpers shared by the transformer kernels (embedding, rmsnorm, rope, swiglu,
-// cross_entropy, attention, matmul, adamw, grad_norm): the host ↔ device bf16 type mapping,
-// f32 conversions, grid sizing, fixed-order block reductions and stream-ordered scratch.
-// Included only by .cu files.
+// Device-side helpers shared by the CUDA kernels: the host ↔ device bf16 type mapping, f32
+// conversions and arithmetic types, grid sizing, fixed-order block reductions and
+// stream-ordered scratch. Included only by .cu files.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -24,6 +23,23 @@ template <typename T> device_t<T>* dev(T* p) { return reinterpret_cast<device_t<
 template <typename T> const device_t<T>* dev(const T* p) {
   return reinterpret_cast<const device_t<T>*>(p);
 }
+
+// The arithmetic type of a storage type: fp32 for bf16 and f32, f64 for f64; load_acc and
+// store_as convert to and from it.
+template <typename T> struct AccType { using type = float; };
+template <> struct AccType<double> { using type = double; };
+template <typename T> using acc_t = typename AccType<T>::type;
+
+__device__ __forceinline__ float load_acc(float x) { return x; }
+__device__ __forceinline__ double load_acc(double x) { return x; }
+__device__ __forceinline__ float load_acc(__nv_bfloat16 x) { return __bfloat162float(x); }
+
+template <typename T> __device__ __forceinline__ T store_as(float x);
+template <> __device__ __forceinline__ float store_as<float>(float x) { return x; }
+template <> __device__ __forceinline__ __nv_bfloat16 store_as<__nv_bfloat16>(float x) {
+  return __float2bfloat16_rn(x);
+}
+template <typename T> __device__ __forceinline__ T store_as(double x) { return T(x); }
 
 __device__ __forceinline__ float to_f32(float x) { return x; }
 __device__ __forceinline__ float to_f32(__nv_bfloat16 x) { return __bfloat162float(x); }
@@ -57,6 +73,8 @@ __device__ Acc block_sum(Acc value, Acc* scratch) {
 
 // Stream-ordered scratch memory for one launcher call: allocated before the kernels that use
 // it and freed after them on the same stream, from the device's pool (no synchronisation).
+// The kernels library sits below autodiff and cannot use device::cuda_alloc; both take from
+// the device's default pool, so a freed buffer is reused without a cudaMalloc.
 class Scratch {
  public:
   Scratch(size_t bytes, cudaStream_t stream) : stream_(stream) {
@@ -67,11 +85,18 @@ class Scratch {
   }
   Scratch(const Scratch&) = delete;
   Scratch& operator=(const Scratch&) = delete;
-  template <typename T> T* as() const { return static_cast<T*>(ptr_); }
+  // The buffer at byte_offset (a multiple of scratch_align's for sub-buffers).
+  template <typename T> T* as(size_t byte_offset = 0) const {
+    return reinterpret_cast<T*>(static_cast<char*>(ptr_) + byte_offset);
+  }
 
  private:
   void* ptr_ = nullptr;
   cudaStream_t stream_;
 };
+
+// Sizes of consecutive sub-buffers of one Scratch, rounded up to 256 bytes (CUB's alignment
+// and the widest vector load's).
+inline size_t scratch_align(size_t bytes) { return (bytes + 255) / 256 * 256; }
 
 }  // namespace remoe::cuda::detail

@@ -12,11 +12,12 @@
 #include <algorithm>
 
 #include "kernels/check.h"
+#include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/nvtx.h"
-#include "kernels/cuda/stream_scratch.h"
 #include "kernels/moe_loss.h"
 
 namespace remoe::cuda {
+using namespace detail;
 namespace {
 
 constexpr int kThreads = 256;
@@ -99,7 +100,7 @@ void weighted_sum(T* loss, const T* scores, const int32_t* counts, int64_t n_tok
   const int64_t n = n_tokens * n_experts;
   // Four elements per thread before the partials; the count depends on n only.
   const int64_t blocks = n == 0 ? 0 : std::min(kMaxPartials, (n + 4 * kThreads - 1) / (4 * kThreads));
-  StreamScratch scratch(size_t(blocks) * sizeof(double), stream);
+  Scratch scratch(size_t(blocks) * sizeof(double), stream);
   double* partials = blocks > 0 ? scratch.as<double>() : nullptr;
   if (blocks > 0) {
     weighted_partials_kernel<<<unsigned(blocks), kThreads, 0, stream>>>(partials, scores, counts,

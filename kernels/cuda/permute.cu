@@ -7,19 +7,19 @@
 // cub::DeviceScan::ExclusiveSum over the T·E flags gives every pair's row, and the prefix at
 // (e, 0) is expert_offsets[e], (3) one thread per pair writes row_of and token_index. Integer
 // work only: the result is the CPU's, bit for bit. Scratch: 2·T·E i32 plus CUB's temp storage,
-// from cudaMallocAsync on the stream (see stream_scratch.h).
+// from cudaMallocAsync on the stream (detail::Scratch, launch.cuh).
 // gather_rows: one block per row (forward) or per token (backward, e ascending, no atomics).
 #include <cuda_runtime.h>
 
 #include <cub/device/device_scan.cuh>
 
 #include "kernels/check.h"
-#include "kernels/cuda/bf16_device.h"
+#include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/nvtx.h"
-#include "kernels/cuda/stream_scratch.h"
 #include "kernels/permute.h"
 
 namespace remoe::cuda {
+using namespace detail;
 namespace {
 
 constexpr int kTile = 32;  // transpose tile; blocks of kTile × kTileRows threads
@@ -121,7 +121,7 @@ void permute_indices(int32_t* expert_offsets, int32_t* token_index, int32_t* row
   CUDA_CHECK(cub::DeviceScan::ExclusiveSum(nullptr, cub_bytes, static_cast<const int32_t*>(nullptr),
                                            static_cast<int32_t*>(nullptr), int(n), stream));
   const size_t flags_bytes = scratch_align(size_t(n) * sizeof(int32_t));
-  StreamScratch scratch(2 * flags_bytes + cub_bytes, stream);
+  Scratch scratch(2 * flags_bytes + cub_bytes, stream);
   int32_t* flags = scratch.as<int32_t>();
   int32_t* pos = scratch.as<int32_t>(flags_bytes);
   void* cub_temp = scratch.as<char>(2 * flags_bytes);
@@ -146,7 +146,7 @@ void gather_rows_forward(T* out, const T* x, const int32_t* token_index, int64_t
   NvtxRange range("gather_rows_forward");
   if (n_rows == 0 || dim == 0) return;
   gather_rows_kernel<<<unsigned(n_rows < kMaxGrid ? n_rows : kMaxGrid), kThreads, 0, stream>>>(
-      dev_ptr(out), dev_ptr(x), token_index, n_rows, dim);
+      dev(out), dev(x), token_index, n_rows, dim);
   CUDA_CHECK(cudaGetLastError());
 }
 
@@ -156,7 +156,7 @@ void gather_rows_backward(T* dx, const T* dout, const int32_t* row_of, int64_t n
   NvtxRange range("gather_rows_backward");
   if (n_tokens == 0 || dim == 0) return;
   gather_rows_backward_kernel<<<unsigned(n_tokens < kMaxGrid ? n_tokens : kMaxGrid), kThreads, 0,
-                                stream>>>(dev_ptr(dx), dev_ptr(dout), row_of, n_tokens, n_experts,
+                                stream>>>(dev(dx), dev(dout), row_of, n_tokens, n_experts,
                                           dim);
   CUDA_CHECK(cudaGetLastError());
 }

@@ -17,11 +17,12 @@
 #include <cmath>
 
 #include "kernels/check.h"
+#include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/nvtx.h"
-#include "kernels/cuda/stream_scratch.h"
 #include "kernels/router.h"
 
 namespace remoe::cuda {
+using namespace detail;
 namespace {
 
 constexpr int kThreads = 256;
@@ -299,7 +300,7 @@ void check_sizes(const char* op, int64_t n_tokens, int64_t n_experts) {
 
 // Scratch for (n_blocks, E) partials: sums (double) then counts (i32).
 struct Partials {
-  StreamScratch scratch;
+  Scratch scratch;
   double* sums;
   int32_t* counts;
   Partials(int64_t n, cudaStream_t stream)

@@ -2,11 +2,13 @@
 // with W times the micro-batches (REMOE_SPEC §2: the loss and the regulariser average over
 // micro-batches and ranks alike, S is the mean over layers, micro-batches and ranks): the same
 // losses, gradients, sparsity and λ trajectory; and the job-size checks.
+#include <csignal>
 #include <mutex>
 
 #include "dist/thread_group.h"
 #include "tests/test_util.h"
 #include "tests/train/sandbox.h"
+#include "train/checkpoint.h"
 #include "train/trainer.h"
 
 namespace remoe::train {
@@ -87,7 +89,9 @@ TEST_P(DataParallel, EqualsOneProcessWithWTimesTheMicroBatches) {
       EXPECT_EQ(a.layer_sparsity, b.layer_sparsity);
       EXPECT_EQ(a.expert_load, b.expert_load);
       ASSERT_EQ(a.has_val, b.has_val);
-      if (b.has_val) EXPECT_TRUE(close(a.val_loss, b.val_loss, 1e-5));
+      if (b.has_val) {
+        EXPECT_TRUE(close(a.val_loss, b.val_loss, 1e-5));
+      }
       // Every gradient of the step, after the reduction.
       for (size_t p = 0; p < ref.grads[s].size(); ++p) {
         const std::vector<float>&ga = t.grads[s][p], &gb = ref.grads[s][p];
@@ -142,9 +146,128 @@ TEST(DataParallelRun, ExpertParallelMustFitTheJob) {
   c.expert_parallel = 2;
   EXPECT_NE(error_of([&] { c.validate_world(3); }).find("does not divide the job's 3 ranks"),
             std::string::npos);
-  c.validate_world(4);
+  EXPECT_NE(error_of([&] { c.validate_world(4); }).find("are not built yet; use 1 or 4"),
+            std::string::npos);
+  c.validate_world(2);
   c.model.ffn = model::FfnKind::dense;
   EXPECT_NE(error_of([&] { c.validate(); }).find("a dense model has no experts"), std::string::npos);
+}
+
+
+// Expert parallel (dist.expert_parallel = W): the same equivalence, the expert gradients being
+// the rank's slice of the one-process gradient; checkpoints hold whole tensors.
+bool is_expert_weight(const std::string& name) {
+  return name.find(".moe.w") != std::string::npos;  // w1, w3, w2; the router is replicated
+}
+
+class ExpertParallelRun : public ::testing::TestWithParam<int> {};
+
+TEST_P(ExpertParallelRun, EqualsOneProcessWithWTimesTheMicroBatches) {
+  const int world = GetParam();
+  Sandbox box;
+  TrainConfig c = box.config();  // E = 4
+  c.steps = 5;
+  c.eval_every = 5;
+  c.eval_batches = 3;  // uneven over the ranks: the spare ranks still run a forward
+  c.expert_parallel = world;
+  c.run_dir = box.config().run_dir + "_ep";
+  TrainConfig one = box.config();
+  one.steps = c.steps;
+  one.grad_accum = world;
+  one.eval_every = c.eval_every;
+  one.eval_batches = c.eval_batches;
+
+  const Trace ref = run_single(one);
+  std::vector<std::vector<std::string>> names(static_cast<size_t>(world));
+  std::vector<Trace> ep(static_cast<size_t>(world));
+  dist::run_threads(world, [&](dist::Communicator& comm) {
+    const size_t r = size_t(comm.rank());
+    TrainingHooks h = record_grads(ep[r]);
+    const auto record = h.after_backward;
+    h.after_backward = [&, r, record](const std::vector<Tensor>& params, int64_t step) {
+      if (names[r].empty())
+        for (const Tensor& p : params) names[r].push_back(p.name());
+      record(params, step);
+    };
+    run_training(c, comm, [&](const StepRecord& s) { ep[r].steps.push_back(s); }, h);
+  });
+  int expert_params = 0;
+  for (int rank = 0; rank < world; ++rank) {
+    const Trace& t = ep[size_t(rank)];
+    ASSERT_EQ(t.steps.size(), ref.steps.size());
+    for (size_t s = 0; s < ref.steps.size(); ++s) {
+      const StepRecord &a = t.steps[s], &b = ref.steps[s];
+      SCOPED_TRACE(::testing::Message() << "rank " << rank << ", step " << b.step);
+      EXPECT_TRUE(close(a.loss, b.loss, 1e-5));
+      EXPECT_TRUE(close(a.aux, b.aux, 1e-4));
+      EXPECT_TRUE(close(a.grad_norm, b.grad_norm, 1e-4));
+      EXPECT_EQ(a.lambda, b.lambda);
+      EXPECT_EQ(a.sparsity, b.sparsity);
+      EXPECT_EQ(a.expert_load, b.expert_load);
+      if (b.has_val) {
+        EXPECT_TRUE(close(a.val_loss, b.val_loss, 1e-5));
+      }
+      for (size_t p = 0; p < ref.grads[s].size(); ++p) {
+        const std::vector<float>&ga = t.grads[s][p], &gb = ref.grads[s][p];
+        size_t offset = 0;  // a sharded weight is rows [rank·L, (rank+1)·L) of the full one
+        if (is_expert_weight(names[size_t(rank)][p])) {
+          ASSERT_EQ(ga.size() * size_t(world), gb.size()) << names[size_t(rank)][p];
+          offset = size_t(rank) * ga.size();
+          expert_params += s == 0 && rank == 0;
+        } else {
+          ASSERT_EQ(ga.size(), gb.size()) << names[size_t(rank)][p];
+        }
+        for (size_t i = 0; i < ga.size(); ++i)
+          ASSERT_LE(std::abs(ga[i] - gb[offset + i]), 1e-7 + 1e-4 * std::abs(gb[offset + i]))
+              << names[size_t(rank)][p] << " element " << i;
+      }
+    }
+  }
+  EXPECT_EQ(expert_params, 3) << "w1, w3 and w2 of the one MoE layer are sharded";
+  // The checkpoint holds the whole experts, equal to the one-process run's (same weights up
+  // to the order of sums).
+  const std::string dir = (std::filesystem::path(c.run_dir) / "checkpoints" / "step_00000005").string();
+  const Checkpoint sharded = load_checkpoint(dir);
+  const Checkpoint whole = load_checkpoint(
+      (std::filesystem::path(one.run_dir) / "checkpoints" / "step_00000005").string());
+  ASSERT_EQ(sharded.model.size(), whole.model.size());
+  for (size_t i = 0; i < whole.model.size(); ++i) {
+    ASSERT_EQ(sharded.model[i].name(), whole.model[i].name());
+    EXPECT_TRUE(test::all_close(sharded.model[i], whole.model[i], 1e-6, 1e-4)) << whole.model[i].name();
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(World, ExpertParallelRun, ::testing::Values(2, 4));
+
+// A SIGTERM on one rank stops every rank after the same step, with a checkpoint; the same
+// command then goes on as if nothing had happened.
+TEST(ExpertParallelRun, ASignalStopsEveryRankAndTheResumeGoesOnAsIfUninterrupted) {
+  Sandbox box;
+  TrainConfig c = box.config();
+  c.expert_parallel = 2;
+  c.steps = 5;
+  c.run_dir = box.config().run_dir + "_straight";
+  const std::vector<Trace> straight = run_parallel(c, 2);
+  c.run_dir = box.config().run_dir + "_stopped";
+  std::vector<RunResult> stopped(2);
+  dist::run_threads(2, [&](dist::Communicator& comm) {
+    stopped[size_t(comm.rank())] = run_training(c, comm, [&](const StepRecord& s) {
+      if (s.step == 3 && comm.rank() == 1) std::raise(SIGTERM);
+    });
+  });
+  for (const RunResult& r : stopped) {
+    EXPECT_EQ(r.interrupted_by, SIGTERM);
+    ASSERT_EQ(r.steps.size(), 3u);
+  }
+  const std::vector<Trace> resumed = run_parallel(c, 2);
+  ASSERT_EQ(resumed[0].steps.size(), 2u);
+  for (size_t s = 0; s < 2; ++s) {
+    EXPECT_EQ(resumed[0].steps[s].loss, straight[0].steps[3 + s].loss) << "step " << 4 + s;
+    EXPECT_EQ(resumed[0].steps[s].lambda, straight[0].steps[3 + s].lambda) << "step " << 4 + s;
+    for (int rank = 0; rank < 2; ++rank)
+      EXPECT_EQ(resumed[size_t(rank)].grads[s], straight[size_t(rank)].grads[3 + s])
+          << "rank " << rank << ", step " << 4 + s;
+  }
 }
 
 }  // namespace
