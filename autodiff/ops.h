@@ -57,8 +57,27 @@ struct Routing {
 };
 // logits (T, E) → ReLU routing (ReMoE).
 Routing relu_router(const Tensor& logits);
-// logits (T, E) → softmax top-k, 1 ≤ k ≤ E; renormalize divides the k gates by their sum.
-Routing topk_router(const Tensor& logits, int k, bool renormalize = false);
+// logits (T, E) → softmax top-k, 1 ≤ k ≤ E; renormalize divides the k gates by their sum
+// (which is the softmax over the k selected logits). bias (E), same dtype, when defined, is
+// added to p for the selection only (aux-loss-free balancing): the gates stay unbiased.
+Routing topk_router(const Tensor& logits, int k, bool renormalize = false,
+                    const Tensor& bias = Tensor());
+// logits (T, E) → expert choice: each expert takes the `capacity` tokens of largest softmax
+// probability (kernels/expert_choice.h; not causal). gates and probs differentiable.
+// (expert_choice.cpp)
+Routing expert_choice_router(const Tensor& logits, int64_t capacity);
+// ids (T) i32 → hash routing into E experts, k per token, gate 1/k, in `dtype` (f32 or f64);
+// no gradient, probs undefined (kernels/hash_router.h). (hash_router.cpp)
+Routing hash_router(const Tensor& ids, int64_t n_experts, int k, DType dtype);
+// C = ceil(T·k/E · factor), at most T, computed so that an exact product is not rounded up by
+// a last-bit error. (capacity.cpp)
+int64_t expert_capacity(int64_t n_tokens, int64_t k, int64_t n_experts, double factor);
+// Capacity dropping (kernels/capacity.h): keeps at most `capacity` pairs per expert, by
+// scores (T, E) or by position; returns the routing with gates ⊙ kept (differentiable), the
+// kept mask and its counts; probs and score_sums are the input's (the aux loss sees the
+// routing before dropping). (capacity.cpp)
+Routing drop_over_capacity(const Routing& routing, const Tensor& scores, int64_t capacity,
+                           bool by_position);
 // Fraction of inactive (token, expert) pairs, 1 − Σ mask / (T·E): the sparsity S of §2.
 // Reads one number from the device.
 double sparsity(const Routing& routing);
@@ -85,6 +104,8 @@ Tensor combine(const Tensor& expert_out, const Tensor& gates, const Permutation&
 Tensor load_balance_loss(const Tensor& scores, const Tensor& expert_counts, double coeff, int k);
 // coeff / T · Σ s (ReMoE's plain L1 ablation).
 Tensor l1_loss(const Tensor& scores, double coeff);
+// ST-MoE router z-loss: coeff / T · Σ_t (logsumexp_e logits[t, e])², logits (T, E). (z_loss.cpp)
+Tensor z_loss(const Tensor& logits, double coeff);
 
 // --- optimizer side: not recorded (optim.cpp) ------------------------------------------------
 // One AdamW update of param in place from its grad; m and v are its moments (same shape and

@@ -38,6 +38,15 @@ template <typename T>
 void topk_router_forward(T* gates, T* probs, RouterStats<T> stats, const T* logits,
                          int64_t n_tokens, int64_t n_experts, int k, bool renormalize);
 
+// The same with a selection bias (E) (aux-loss-free balancing, DeepSeek-V3): the k largest
+// p[t, e] + bias[e] are selected (ties: the lower expert index), but the gates are still the
+// unbiased p (renormalised over the selected when asked). bias may be null (no bias).
+// The backward is topk_router_backward's: the bias only moves the mask.
+template <typename T>
+void topk_router_forward(T* gates, T* probs, RouterStats<T> stats, const T* logits,
+                         const T* bias, int64_t n_tokens, int64_t n_experts, int k,
+                         bool renormalize);
+
 // dgates and dprobs (T, E), either may be null (no gradient through that output).
 template <typename T>
 void topk_router_backward(T* dlogits, const T* dgates, const T* dprobs, const T* probs,

@@ -1,5 +1,7 @@
 #include "model/config.h"
 
+#include <cmath>
+
 #include "kernels/check.h"
 
 namespace remoe::model {
@@ -30,7 +32,34 @@ void ModelConfig::validate() const {
                 " must be in [1, n_experts = ", n_experts, "]");
     REMOE_CHECK(d_ffn % granularity == 0, "model.d_ffn = ", d_ffn,
                 " is not divisible by model.granularity = ", granularity);
+    validate_routing();
   }
+}
+
+void ModelConfig::validate_routing() const {
+  static constexpr const char* kRouterNames[] = {"relu", "topk", "expert_choice", "hash"};
+  const char* router_name = kRouterNames[static_cast<int>(router)];
+  const bool topk = router == RouterKind::topk;
+  REMOE_CHECK(std::isfinite(capacity_factor) && capacity_factor >= 0,
+              "model.capacity_factor must be >= 0 and finite (0: dropless), got ", capacity_factor);
+  REMOE_CHECK(capacity_factor == 0 || topk || router == RouterKind::expert_choice,
+              "model.capacity_factor = ", capacity_factor, " applies to model.router = \"topk\" ",
+              "or \"expert_choice\", got \"", router_name, "\" (which is dropless); set it to 0");
+  REMOE_CHECK(std::isfinite(z_loss_coeff) && z_loss_coeff >= 0,
+              "model.z_loss_coeff must be >= 0 and finite (0: off), got ", z_loss_coeff);
+  REMOE_CHECK(z_loss_coeff == 0 || router != RouterKind::hash, "model.z_loss_coeff = ",
+              z_loss_coeff, " needs router logits, but model.router = \"hash\" has none; set it to 0");
+  REMOE_CHECK(!expert_bias || topk, "model.expert_bias = true needs model.router = \"topk\", got \"",
+              router_name, "\"");
+  REMOE_CHECK(std::isfinite(bias_update_rate) && bias_update_rate >= 0,
+              "model.bias_update_rate must be >= 0 and finite, got ", bias_update_rate);
+  REMOE_CHECK(k_warm >= 0 && k_warm <= n_experts, "model.k_warm = ", k_warm,
+              " must be in [0, n_experts = ", n_experts, "] (0: no warm-up)");
+  REMOE_CHECK(k_warm == 0 || topk, "model.k_warm = ", k_warm,
+              " (a near-dense warm-up) needs model.router = \"topk\", got \"", router_name, "\"");
+  REMOE_CHECK(k_warm == 0 || k_warm >= top_k, "model.k_warm = ", k_warm,
+              " must be at least model.top_k = ", top_k, " (the warm-up routes to more experts)");
+  REMOE_CHECK(warm_steps >= 0, "model.warm_steps must be >= 0, got ", warm_steps);
 }
 
 }  // namespace remoe::model

@@ -37,12 +37,10 @@ Tensor expert_ffn_parallel(const Tensor& xs, const MoeWeights& w, const ops::Per
 }  // namespace
 
 MoeOutput moe_forward(const Tensor& x, const MoeWeights& w, const ModelConfig& config,
-                      double lambda, const dist::ExpertParallel& ep) {
-  const int k = int(config.active_experts());
-  const Tensor logits = ops::linear(x, w.router);
-  const ops::Routing r = config.router == RouterKind::relu
-                             ? ops::relu_router(logits)
-                             : ops::topk_router(logits, k, config.renormalize);
+                      double lambda, const dist::ExpertParallel& ep,
+                      const RouteContext& context) {
+  Routed routed = route(x, w.router, config, lambda, context);
+  const ops::Routing& r = routed.routing;
 
   const ops::Permutation perm = ops::permute(r.mask);
   const Tensor xs = ops::gather_rows(x, perm);  // (N, d), expert-major
@@ -53,18 +51,13 @@ MoeOutput moe_forward(const Tensor& x, const MoeWeights& w, const ModelConfig& c
   // backward on every rank; dist/ops.h says why that matters.
   const Tensor y = ops::combine(expert_out, r.gates, perm);
 
-  Tensor aux;
-  if (config.router == RouterKind::topk)
-    aux = ops::load_balance_loss(r.probs, r.expert_counts, config.aux_coeff, k);
-  else if (config.l1 == L1Kind::load_balanced)
-    aux = ops::load_balance_loss(r.gates, r.expert_counts, lambda, k);
-  else
-    aux = ops::l1_loss(r.gates, lambda);
-
   MoeLayerStats stats;
   stats.sparsity = ops::sparsity(r);
   stats.expert_counts = r.expert_counts.to_vector<int32_t>();
-  return {y, aux, std::move(stats)};
+  stats.dropped = routed.dropped;
+  stats.routed = routed.routed;
+  stats.z_loss = routed.z_loss;
+  return {y, routed.aux, std::move(stats)};
 }
 
 }  // namespace remoe::model

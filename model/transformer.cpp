@@ -69,7 +69,8 @@ Transformer::Transformer(const ModelConfig& config, uint64_t seed, DType dtype,
       l.w2 = add_param(p + "ffn.w2", {d, c.d_ffn}, out_std, rng);
     } else {
       const int64_t E = c.experts(), F = c.expert_d_ffn();  // the router sees all E
-      l.moe.router = add_param(p + "moe.router", {E, d}, std, rng);
+      if (c.router != RouterKind::hash)  // hash routing learns nothing
+        l.moe.router = add_param(p + "moe.router", {E, d}, std, rng);
       l.moe.w1 = add_expert_param(p + "moe.w1", F, d, std, rng);
       l.moe.w3 = add_expert_param(p + "moe.w3", F, d, std, rng);
       l.moe.w2 = add_expert_param(p + "moe.w2", d, F, out_std, rng);
@@ -78,6 +79,7 @@ Transformer::Transformer(const ModelConfig& config, uint64_t seed, DType dtype,
   }
   final_norm_ = add_param("norm", {d}, kNorm, rng);
   output_ = add_param("output", {c.vocab_size, d}, std, rng);
+  router_state_ = initial_router_state(c, dtype_);
 }
 
 Tensor Transformer::attention_block(const Tensor& x, const Layer& l, int64_t batch,
@@ -100,13 +102,16 @@ ForwardOutput Transformer::forward(const Tensor& ids, int64_t batch, int64_t seq
   ForwardOutput out;
   out.aux = Tensor::zeros({}, dtype_);
   Tensor x = ops::embedding(ids, embedding_);
-  for (const Layer& l : layers_) {
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    const Layer& l = layers_[i];
     x = ops::add(x, attention_block(x, l, batch, seq));
     const Tensor h = ops::rmsnorm(x, l.ffn_norm, c.norm_eps);
     if (c.ffn == FfnKind::dense) {
       x = ops::add(x, ops::linear(ops::swiglu(ops::linear(h, l.w1), ops::linear(h, l.w3)), l.w2));
     } else {
-      MoeOutput moe = moe_forward(h, l.moe, c, lambda, ep_);
+      const RouteContext context{ids, i < router_state_.bias.size() ? router_state_.bias[i] : Tensor(),
+                                 router_state_.step};
+      MoeOutput moe = moe_forward(h, l.moe, c, lambda, ep_, context);
       x = ops::add(x, moe.y);
       out.aux = ops::add(out.aux, moe.aux);
       out.layers.push_back(std::move(moe.stats));

@@ -51,6 +51,11 @@ class Transformer {
   ForwardOutput forward(const Tensor& ids, int64_t batch, int64_t seq, double lambda) const;
 
   const ModelConfig& config() const { return config_; }
+  // Routing state besides the parameters (routing.h): the training step the next forward
+  // belongs to (TopK warm-up) and the per-layer expert biases. The trainer sets the step,
+  // updates the biases after each step and saves them in checkpoints.
+  RouterState& router_state() { return router_state_; }
+  const RouterState& router_state() const { return router_state_; }
   const std::vector<Tensor>& parameters() const { return params_; }
   // Both count the global model, every expert of every rank included, whatever the sharding.
   int64_t n_params() const;         // every weight
@@ -85,6 +90,7 @@ class Transformer {
   Tensor embedding_, final_norm_, output_;
   std::vector<Layer> layers_;
   std::vector<Tensor> params_;
+  RouterState router_state_;
 };
 
 }  // namespace remoe::model

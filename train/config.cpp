@@ -23,17 +23,20 @@ namespace {
 using model::FfnKind;
 using model::L1Kind;
 using model::ModelConfig;
+using model::DropPolicy;
 using model::RouterKind;
 
 // Names of each enum's values, in declaration order (the index is the enum's value).
 constexpr std::array<std::string_view, 2> kFfnNames{"dense", "moe"};
-constexpr std::array<std::string_view, 2> kRouterNames{"relu", "topk"};
+constexpr std::array<std::string_view, 4> kRouterNames{"relu", "topk", "expert_choice", "hash"};
+constexpr std::array<std::string_view, 2> kDropPolicyNames{"probs", "position"};
 constexpr std::array<std::string_view, 2> kL1Names{"load_balanced", "plain"};
 constexpr std::array<std::string_view, 3> kDataFormatNames{"text", "llmc", "megatron"};
 
 std::span<const std::string_view> names(FfnKind) { return kFfnNames; }
 std::span<const std::string_view> names(RouterKind) { return kRouterNames; }
 std::span<const std::string_view> names(L1Kind) { return kL1Names; }
+std::span<const std::string_view> names(DropPolicy) { return kDropPolicyNames; }
 std::span<const std::string_view> names(DataFormat) { return kDataFormatNames; }
 
 enum class Type { integer, unsigned_integer, floating, boolean, string, choice };
@@ -118,15 +121,33 @@ const std::vector<Option>& options() {
       option<&C::model, &M::rope_base>("model.rope_base", "RoPE base frequency"),
       option<&C::model, &M::init_std>("model.init_std", "std of the normal weight init"),
       option<&C::model, &M::ffn>("model.ffn", "feed-forward kind: dense or mixture of experts"),
-      option<&C::model, &M::router>("model.router", "MoE router: ReLU (ReMoE) or TopK softmax"),
+      option<&C::model, &M::router>("model.router",
+                                    "MoE router: ReLU (ReMoE), TopK softmax, expert choice "
+                                    "(not causal), hash of the token id"),
       option<&C::model, &M::n_experts>("model.n_experts", "experts E before granularity"),
       option<&C::model, &M::top_k>("model.top_k", "active experts k before granularity"),
       option<&C::model, &M::granularity>("model.granularity",
                                          "G: E <- E*G, k <- k*G, expert d_ffn <- d_ffn/G"),
       option<&C::model, &M::l1>("model.l1", "ReLU routing's L1 regulariser"),
       option<&C::model, &M::aux_coeff>("model.aux_coeff", "TopK load-balancing loss coefficient"),
-      option<&C::model, &M::renormalize>("model.renormalize",
-                                         "TopK: divide the k gates by their sum"),
+      option<&C::model, &M::renormalize>(
+          "model.renormalize", "TopK: divide the k gates by their sum (= softmax after top-k)"),
+      option<&C::model, &M::capacity_factor>(
+          "model.capacity_factor",
+          "TopK: experts keep ceil(T*k/E*factor) tokens, the rest dropped; 0: dropless. "
+          "expert_choice: its C (0: factor 1)"),
+      option<&C::model, &M::drop_policy>("model.drop_policy",
+                                         "which tokens an over-full expert keeps (capacity_factor)"),
+      option<&C::model, &M::z_loss_coeff>("model.z_loss_coeff",
+                                          "router z-loss coefficient (ST-MoE); 0: off"),
+      option<&C::model, &M::expert_bias>(
+          "model.expert_bias", "TopK: aux-loss-free balancing bias on the selection (DeepSeek-V3)"),
+      option<&C::model, &M::bias_update_rate>("model.bias_update_rate",
+                                              "step of the expert bias update per optimizer step"),
+      option<&C::model, &M::k_warm>("model.k_warm",
+                                    "TopK: experts per token during the warm-up; 0: no warm-up"),
+      option<&C::model, &M::warm_steps>("model.warm_steps",
+                                        "TopK: steps routed with k_warm experts"),
 
       option<&C::data_path>("data.path",
                             "training data: text file, llm.c shards (glob), Megatron prefix"),
@@ -487,6 +508,11 @@ constexpr Alias kMegatronAliases[] = {
     {"moe-granularity", "model.granularity", ""},
     {"moe-relu-routing", "model.router", "relu"},
     {"moe-router-pre-softmax", "model.renormalize", "false"},
+    {"moe-expert-capacity-factor", "model.capacity_factor", ""},
+    {"moe-token-drop-policy", "model.drop_policy", ""},
+    {"moe-z-loss-coeff", "model.z_loss_coeff", ""},
+    {"moe-router-enable-expert-bias", "model.expert_bias", "true"},
+    {"moe-router-bias-update-rate", "model.bias_update_rate", ""},
     {"moe-relu-l1-reg-coeff-init", "remoe.lambda0", ""},
     {"moe-relu-l1-reg-coeff-multiplier", "remoe.alpha", ""},
     {"seq-length", "train.seq_len", ""},

@@ -9,6 +9,7 @@
 #include "autodiff/ops.h"
 #include "autodiff/tape.h"
 #include "train/checkpoint.h"
+#include "train/router_state.h"
 #include "train/data.h"
 
 namespace remoe::train {
@@ -45,6 +46,7 @@ CheckpointModel load_checkpoint_model(const std::string& path) {
     lambda = ck.state["lambda"].get<double>();
   }
   CheckpointModel m{dir, ck.step, lambda, config, model::Transformer(config.model, 0)};
+  restore_router_state(m.model.router_state(), ck.state, state_path);
   copy_by_name(m.model.parameters(), ck.model, dir + "/model.safetensors");
   return m;
 }

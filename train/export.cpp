@@ -299,6 +299,16 @@ HfModel to_hf(const TrainConfig& c, const std::vector<Tensor>& params, const ojs
 ExportResult export_hf(const std::string& checkpoint, const std::string& out_dir) {
   REMOE_CHECK(!out_dir.empty(), "--out DIR is required");
   const CheckpointModel m = load_checkpoint_model(checkpoint);
+  const model::ModelConfig& mc = m.config.model;
+  REMOE_CHECK(mc.ffn == model::FfnKind::dense || mc.router == model::RouterKind::relu ||
+                  mc.router == model::RouterKind::topk,
+              "remoe export: ", m.dir, " routes with model.router = \"",
+              mc.router == model::RouterKind::hash ? "hash" : "expert_choice",
+              "\", which no Hugging Face MoE architecture (nor Mixtral's layout) can express; ",
+              "only relu and topk models export");
+  REMOE_CHECK(mc.ffn == model::FfnKind::dense || !mc.expert_bias,
+              "remoe export: ", m.dir, " selects experts with a learned-by-counting bias ",
+              "(model.expert_bias = true), which Mixtral's router has no place for");
   ExportResult r;
   r.checkpoint = m.dir;
   r.out_dir = out_dir;

@@ -27,6 +27,7 @@
 #include "train/checkpoint.h"
 #include "train/data.h"
 #include "train/progress.h"
+#include "train/router_state.h"
 #include "train/schedule.h"
 #include "train/tensorboard.h"
 
@@ -68,6 +69,9 @@ json to_json(const StepRecord& r) {
     j["layer_sparsity"] = r.layer_sparsity;
     j["expert_load"] = r.expert_load;
   }
+  if (!r.dropped_fraction.empty()) j["dropped_fraction"] = r.dropped_fraction;
+  if (r.z_loss) j["z_loss"] = *r.z_loss;
+  if (!r.router_bias.empty()) j["router_bias"] = r.router_bias;
   if (r.has_val) {
     j["val_loss"] = r.val_loss;
     j["val_bpb"] = r.val_bpb;
@@ -312,6 +316,8 @@ RunResult run_training(const TrainConfig& config_in, dist::Communicator& comm,
   dist::ExpertParallel ep;
   if (c.expert_parallel > 1) ep.comm = &comm;
   model::Transformer model(c.model, c.seed, DType::f32, ep);
+  if (const std::string w = model::routing_warning(c.model); lead && !w.empty())
+    std::fprintf(stderr, "%s\n", w.c_str());
   const std::vector<Tensor>& params = model.parameters();
   Optimizer optim(params);
   LambdaController lambda{c.lambda0, c.alpha, c.model.target_sparsity()};
@@ -360,6 +366,7 @@ RunResult run_training(const TrainConfig& config_in, dist::Communicator& comm,
     const std::vector<Tensor> full_state = optim_sharding.full_like(optim.state());
     check_by_name(full_params, ck.model, ck.dir + "/model.safetensors");
     check_by_name(full_state, ck.optimizer, ck.dir + "/optimizer.safetensors");
+    restore_router_state(model.router_state(), ck.state, state_path);  // checks, then copies
     copy_by_name(full_params, ck.model, ck.dir + "/model.safetensors");
     copy_by_name(full_state, ck.optimizer, ck.dir + "/optimizer.safetensors");
     sharding.keep_slices(params, full_params);
@@ -414,9 +421,10 @@ RunResult run_training(const TrainConfig& config_in, dist::Communicator& comm,
     const std::vector<Tensor> model_tensors = sharding.gather(params);
     const std::vector<Tensor> optim_tensors = optim_sharding.gather(optim.state());
     if (!lead) return std::string();
-    const json state = {{"lambda", lambda.lambda}, {"data_rng", sampler.state()},
-                        {"seed", c.seed},         {"world_size", world},
-                        {"config", to_toml(c)}};
+    json state = {{"lambda", lambda.lambda}, {"data_rng", sampler.state()},
+                  {"seed", c.seed},         {"world_size", world},
+                  {"config", to_toml(c)}};
+    save_router_state(state, model.router_state());
     result.last_checkpoint = save_checkpoint(c.run_dir, step, model_tensors, optim_tensors, state);
     prune_checkpoints(c.run_dir, c.keep_last, c.keep_every);
     return result.last_checkpoint;
@@ -431,11 +439,16 @@ RunResult run_training(const TrainConfig& config_in, dist::Communicator& comm,
     r.step = step + 1;
     r.lr = learning_rate(c, step);
     r.lambda = lambda.lambda;
+    model.router_state().step = step;  // the TopK warm-up's k
+    for (const Tensor& b : model.router_state().bias) r.router_bias.push_back(ops::cast(b, DType::f64).to_vector<double>());
 
-    // This rank's sums, then every rank's: [loss, aux, then per MoE layer its expert counts].
-    // The counts are integers, exact in a double, so S — and λ — are the same bit for bit
-    // however the micro-batches are spread over ranks.
-    std::vector<double> sums(size_t(2 + n_moe_layers * n_experts), 0.0);
+    // This rank's sums, then every rank's: [loss, aux, then per MoE layer its expert counts,
+    // then per MoE layer the dropped and the routed pairs, then the z-loss]. The counts are
+    // integers, exact in a double, so S — and λ — are the same bit for bit however the
+    // micro-batches are spread over ranks.
+    const size_t at_dropped = size_t(2 + n_moe_layers * n_experts);
+    const size_t at_routed = at_dropped + size_t(n_moe_layers), at_z = at_routed + size_t(n_moe_layers);
+    std::vector<double> sums(at_z + 1, 0.0);
     for (int64_t micro = 0; micro < micro_total; ++micro) {
       if (micro / c.grad_accum != rank) {  // another rank's micro-batch
         sampler.skip(c.batch_size);
@@ -454,6 +467,11 @@ RunResult run_training(const TrainConfig& config_in, dist::Communicator& comm,
       for (size_t l = 0; l < out.layers.size(); ++l)
         for (int64_t e = 0; e < n_experts; ++e)
           sums[2 + l * size_t(n_experts) + size_t(e)] += out.layers[l].expert_counts[size_t(e)];
+      for (size_t l = 0; l < out.layers.size(); ++l) {
+        sums[at_dropped + l] += double(out.layers[l].dropped);
+        sums[at_routed + l] += double(out.layers[l].routed);
+        sums[at_z] += out.layers[l].z_loss / double(micro_total);
+      }
     }
     if (buckets) {
       buckets->finish();
@@ -477,6 +495,12 @@ RunResult run_training(const TrainConfig& config_in, dist::Communicator& comm,
         active_all += active;
       }
       r.sparsity = 1.0 - active_all / (pairs * double(n_moe_layers));
+      if (c.model.router == model::RouterKind::topk && c.model.capacity_factor > 0)
+        for (int64_t l = 0; l < n_moe_layers; ++l)
+          r.dropped_fraction.push_back(sums[at_routed + size_t(l)] > 0
+                                           ? sums[at_dropped + size_t(l)] / sums[at_routed + size_t(l)]
+                                           : 0.0);
+      if (c.model.z_loss_coeff > 0) r.z_loss = sums[at_z];
     }
     if (hooks.after_backward) hooks.after_backward(params, r.step);
 
@@ -506,6 +530,12 @@ RunResult run_training(const TrainConfig& config_in, dist::Communicator& comm,
       skips_in_a_row = 0;
       last_good_step = r.step;
       if (adaptive_lambda) lambda.update(r.sparsity);
+      if (!model.router_state().bias.empty()) {  // from the whole step's counts (every rank's)
+        std::vector<std::vector<double>> counts(static_cast<size_t>(n_moe_layers));
+        for (int64_t l = 0; l < n_moe_layers; ++l)
+          counts[size_t(l)].assign(sums.begin() + 2 + l * n_experts, sums.begin() + 2 + (l + 1) * n_experts);
+        model::update_expert_bias(model.router_state(), counts, c.model.bias_update_rate);
+      }
     }
 
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

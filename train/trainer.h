@@ -25,6 +25,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -46,6 +47,10 @@ struct StepRecord {
   double tokens_per_s = 0;
   std::vector<double> layer_sparsity;           // per MoE layer, averaged over micro-batches
   std::vector<std::vector<double>> expert_load; // per MoE layer: share of routed tokens per expert
+  std::vector<double> dropped_fraction;         // per MoE layer: pairs dropped by the capacity
+                                                // over pairs routed (TopK with a capacity factor)
+  std::optional<double> z_loss;                 // mean Σ_l z-loss (part of aux) when it is on
+  std::vector<std::vector<double>> router_bias; // per MoE layer: the expert biases this step used
   bool skipped = false;       // non-finite loss or gradient: no update was made
   std::string skip_reason;    // e.g. "grad norm is nan"
   bool has_val = false;

@@ -61,18 +61,24 @@ Routing relu_router(const Tensor& logits) {
   return r;
 }
 
-Routing topk_router(const Tensor& logits, int k, bool renormalize) {
+Routing topk_router(const Tensor& logits, int k, bool renormalize, const Tensor& bias) {
   constexpr const char* op = "topk_router";
   check_logits(op, logits);
   const int64_t n_tokens = logits.dim(0), n_experts = logits.dim(1);
   REMOE_CHECK(k >= 1 && k <= n_experts, op, ": k = ", k, " must be in [1, E] with E = ",
               n_experts, " (logits ", shape_str(logits.shape()), ")");
+  if (bias.defined()) {
+    check_ndim(op, {"bias", bias}, 1);
+    check_same(op, {{"logits", logits}, {"bias", bias}});
+    check_dim(op, {"bias", bias}, 0, n_experts, "E of logits");
+  }
   Routing r = empty_routing(n_tokens, n_experts, logits.dtype());
   r.probs = Tensor::empty({n_tokens, n_experts}, logits.dtype());
   dispatch_float(op, logits.dtype(), [&](auto tag) {
     using T = decltype(tag);
     cpu::topk_router_forward(r.gates.data<T>(), r.probs.data<T>(), stats_of<T>(r),
-                             logits.data<T>(), n_tokens, n_experts, k, renormalize);
+                             logits.data<T>(), data_or_null<T>(bias), n_tokens, n_experts, k,
+                             renormalize);
   });
   const Tensor gates = r.gates, probs = r.probs, mask = r.mask;
   record(op, {logits}, {gates, probs}, [=] {

@@ -68,6 +68,14 @@ void relu_router_backward(T* dlogits, const T* dgates, const T* logits, int64_t 
 template <typename T>
 void topk_router_forward(T* gates, T* probs, RouterStats<T> stats, const T* logits,
                          int64_t n_tokens, int64_t n_experts, int k, bool renormalize) {
+  topk_router_forward(gates, probs, stats, logits, static_cast<const T*>(nullptr), n_tokens,
+                      n_experts, k, renormalize);
+}
+
+template <typename T>
+void topk_router_forward(T* gates, T* probs, RouterStats<T> stats, const T* logits,
+                         const T* bias, int64_t n_tokens, int64_t n_experts, int k,
+                         bool renormalize) {
 #pragma omp parallel if (n_tokens * n_experts > 65536)
   {
     std::vector<int64_t> order(static_cast<size_t>(n_experts));
@@ -87,10 +95,12 @@ void topk_router_forward(T* gates, T* probs, RouterStats<T> stats, const T* logi
       }
       for (int64_t e = 0; e < n_experts; ++e) p[e] /= sum;
 
-      // The k largest probabilities; equal ones are taken in expert order.
+      // The k largest (biased) probabilities; equal ones are taken in expert order.
       std::iota(order.begin(), order.end(), int64_t(0));
-      const auto before = [p](int64_t a, int64_t b) {
-        return p[a] > p[b] || (p[a] == p[b] && a < b);
+      const auto score = [p, bias](int64_t e) { return bias ? p[e] + bias[e] : p[e]; };
+      const auto before = [&score](int64_t a, int64_t b) {
+        const T sa = score(a), sb = score(b);
+        return sa > sb || (sa == sb && a < b);
       };
       std::partial_sort(order.begin(), order.begin() + k, order.end(), before);
       T selected_sum = 0;
@@ -158,6 +168,8 @@ template void relu_router_backward<float>(float*, const float*, const float*, in
 template void relu_router_backward<double>(double*, const double*, const double*, int64_t, int64_t);
 template void topk_router_forward<float>(float*, float*, RouterStats<float>, const float*, int64_t, int64_t, int, bool);
 template void topk_router_forward<double>(double*, double*, RouterStats<double>, const double*, int64_t, int64_t, int, bool);
+template void topk_router_forward<float>(float*, float*, RouterStats<float>, const float*, const float*, int64_t, int64_t, int, bool);
+template void topk_router_forward<double>(double*, double*, RouterStats<double>, const double*, const double*, int64_t, int64_t, int, bool);
 template void topk_router_backward<float>(float*, const float*, const float*, const float*, const int32_t*, int64_t, int64_t, bool);
 template void topk_router_backward<double>(double*, const double*, const double*, const double*, const int32_t*, int64_t, int64_t, bool);
 

@@ -119,6 +119,130 @@ INSTANTIATE_TEST_SUITE_P(Ffn, ShortRun,
                                            std::pair{model::FfnKind::moe, model::RouterKind::topk},
                                            std::pair{model::FfnKind::dense, model::RouterKind::relu}));
 
+// Each router and router option of model/README.md trains the small model: the loss falls and
+// the metrics carry what the option adds (dropped fraction, z-loss, biases).
+struct RouterRunCase {
+  const char* name;
+  void (*setup)(model::ModelConfig&);
+};
+
+std::ostream& operator<<(std::ostream& os, const RouterRunCase& c) { return os << c.name; }
+
+class RouterRun : public ::testing::TestWithParam<RouterRunCase> {
+ protected:
+  void SetUp() override {
+    if (!fs::exists(kShakespeare)) GTEST_SKIP() << kShakespeare << " not found";
+  }
+};
+
+TEST_P(RouterRun, LearnsAndLogsItsMetrics) {
+  train::TrainConfig c = small_run(std::string("router_") + GetParam().name, model::FfnKind::moe,
+                                   model::RouterKind::topk);
+  c.eval_every = 0;
+  GetParam().setup(c.model);
+  const model::ModelConfig& m = c.model;
+  const train::RunResult r = train::run_training(c);
+  ASSERT_EQ(r.steps.size(), 16u);
+  EXPECT_LT(r.steps.back().loss, r.steps.front().loss - 0.5);
+  EXPECT_LT(r.final_val_loss, std::log(256.0));
+  std::ifstream in(fs::path(c.run_dir) / "metrics.jsonl");
+  std::string line;
+  std::vector<nlohmann::json> lines;
+  while (std::getline(in, line)) lines.push_back(nlohmann::json::parse(line));
+  ASSERT_EQ(lines.size(), 16u);
+  for (const auto& j : lines) {
+    ASSERT_EQ(j.at("expert_load").size(), 2u);
+    double load = 0;
+    for (double v : j.at("expert_load")[1]) load += v;
+    EXPECT_NEAR(load, 1.0, 1e-9);
+    const bool capacity = m.router == model::RouterKind::topk && m.capacity_factor > 0;
+    EXPECT_EQ(j.contains("dropped_fraction"), capacity);
+    if (capacity)
+      for (double f : j.at("dropped_fraction")) EXPECT_TRUE(f >= 0 && f < 1) << f;
+    EXPECT_EQ(j.contains("z_loss"), m.z_loss_coeff > 0);
+    if (m.z_loss_coeff > 0) {
+      EXPECT_GT(j.at("z_loss").get<double>(), 0.0);
+      EXPECT_LE(j.at("z_loss").get<double>(), j.at("aux").get<double>() + 1e-12);
+    }
+    EXPECT_EQ(j.contains("router_bias"), m.expert_bias);
+  }
+  if (m.expert_bias) {  // zero at the first step, moved by the counts after it
+    for (double b : lines.front().at("router_bias")[0]) EXPECT_EQ(b, 0.0);
+    double moved = 0;
+    for (double b : lines.back().at("router_bias")[0]) moved += std::abs(b);
+    EXPECT_GT(moved, 0.0);
+  }
+  if (m.k_warm > 0)  // dense during the warm-up, k of E after it
+    for (size_t i = 0; i < r.steps.size(); ++i)
+      EXPECT_DOUBLE_EQ(r.steps[i].sparsity, int64_t(i) < m.warm_steps ? 0.0 : 0.75) << "step " << i + 1;
+  if (m.router == model::RouterKind::expert_choice)  // C = T·k/E exactly: every expert full
+    EXPECT_DOUBLE_EQ(r.steps.back().expert_load[0][0], 0.25);
+  fs::remove_all(c.run_dir);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Routers, RouterRun,
+    ::testing::Values(
+        RouterRunCase{"topk_softmax_after_topk", [](model::ModelConfig& m) { m.renormalize = true; }},
+        RouterRunCase{"topk_z_loss", [](model::ModelConfig& m) { m.z_loss_coeff = 1e-3; }},
+        RouterRunCase{"topk_capacity_probs",
+                      [](model::ModelConfig& m) { m.capacity_factor = 1.0; }},
+        RouterRunCase{"topk_capacity_position",
+                      [](model::ModelConfig& m) {
+                        m.capacity_factor = 1.25;
+                        m.drop_policy = model::DropPolicy::position;
+                      }},
+        RouterRunCase{"topk_expert_bias",
+                      [](model::ModelConfig& m) {
+                        m.expert_bias = true;
+                        m.bias_update_rate = 1e-2;
+                      }},
+        RouterRunCase{"topk_warmup",
+                      [](model::ModelConfig& m) {
+                        m.k_warm = 4;
+                        m.warm_steps = 4;
+                      }},
+        RouterRunCase{"expert_choice",
+                      [](model::ModelConfig& m) { m.router = model::RouterKind::expert_choice; }},
+        RouterRunCase{"hash", [](model::ModelConfig& m) { m.router = model::RouterKind::hash; }},
+        RouterRunCase{"relu_plain_l1",
+                      [](model::ModelConfig& m) {
+                        m.router = model::RouterKind::relu;
+                        m.l1 = model::L1Kind::plain;
+                      }}),
+    ::testing::PrintToStringParamName());
+
+// The expert biases are state: a run that resumes from a checkpoint goes on with the saved
+// biases, bit for bit the same as the run that was never interrupted.
+TEST(Resume, ExpertBiasesAreRestored) {
+  if (!fs::exists(kShakespeare)) GTEST_SKIP() << kShakespeare << " not found";
+  train::TrainConfig straight = small_run("bias_straight", model::FfnKind::moe, model::RouterKind::topk);
+  straight.model.expert_bias = true;
+  straight.model.bias_update_rate = 1e-2;
+  straight.steps = 8;
+  straight.eval_every = 0;
+  const train::RunResult a = train::run_training(straight);
+  train::TrainConfig split = straight;
+  split.run_dir = fresh_dir("bias_split");
+  split.checkpoint_every = 4;
+  struct Crash {};
+  EXPECT_THROW(train::run_training(split, [](const train::StepRecord& r) {
+                 if (r.step == 5) throw Crash{};
+               }),
+               Crash);
+  const train::RunResult b = train::run_training(split);
+  ASSERT_EQ(b.steps.size(), 4u);
+  double moved = 0;
+  for (size_t i = 0; i < 4; ++i) {
+    EXPECT_EQ(b.steps[i].loss, a.steps[i + 4].loss) << "step " << b.steps[i].step;
+    EXPECT_EQ(b.steps[i].router_bias, a.steps[i + 4].router_bias) << "step " << b.steps[i].step;
+  }
+  for (double v : b.steps.front().router_bias[0]) moved += std::abs(v);
+  EXPECT_GT(moved, 0.0) << "the resumed step 5 starts from the biases of 4 updates, not zeros";
+  fs::remove_all(straight.run_dir);
+  fs::remove_all(split.run_dir);
+}
+
 // log.tensorboard: one event file whose TFRecord frames are the file version, the session start
 // and one Event per step (tests/train/tensorboard_test.cpp decodes the records themselves).
 TEST(Tensorboard, OneEventPerStepBesideTheJsonLines) {

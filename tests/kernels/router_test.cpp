@@ -475,3 +475,76 @@ TEST(Router, SparsityOfAnEmptyRoutingIsAnError) {
 
 }  // namespace
 }  // namespace remoe::test
+
+namespace remoe::test {
+namespace {
+
+// --- TopK variants: selection bias, softmax after top-k --------------------------------------
+
+TEST(TopkRouterBias, ChangesTheSelectionButNotTheGateValues) {
+  // p = softmax(1.0, 0.6, 0.0) ≈ (.491, .329, .181).
+  const std::vector<double> zv = {1.0, 0.6, 0.0};
+  const auto p = softmax_row(zv);
+  const Tensor z = f64({1, 3}, zv);
+  const ops::Routing plain = ops::topk_router(z, 1);
+  EXPECT_EQ(ints(plain.mask), (std::vector<int32_t>{1, 0, 0}));
+  // A bias of 0.2 on expert 1 lifts its selection score to .529 > .491: expert 1 is chosen,
+  // with its unbiased probability as the gate.
+  const ops::Routing biased = ops::topk_router(z, 1, false, f64({3}, {0.0, 0.2, 0.0}));
+  EXPECT_EQ(ints(biased.mask), (std::vector<int32_t>{0, 1, 0}));
+  EXPECT_TRUE(all_close(values(biased.gates), {0.0, p[1], 0.0}, 1e-15, 1e-15));
+  EXPECT_TRUE(all_close(biased.probs, plain.probs, 0, 0));
+  EXPECT_EQ(ints(biased.expert_counts), (std::vector<int32_t>{0, 1, 0}));
+  // Renormalised over the k = 2 selected (experts 1 and 2 under a bias on expert 2).
+  const ops::Routing two = ops::topk_router(z, 2, true, f64({3}, {-0.5, 0.0, 0.0}));
+  EXPECT_EQ(ints(two.mask), (std::vector<int32_t>{0, 1, 1}));
+  EXPECT_TRUE(all_close(values(two.gates), {0.0, p[1] / (p[1] + p[2]), p[2] / (p[1] + p[2])},
+                        1e-15, 1e-15));
+  // A zero bias is no bias.
+  const ops::Routing zero = ops::topk_router(z, 1, false, f64({3}, {0.0, 0.0, 0.0}));
+  EXPECT_EQ(ints(zero.mask), ints(plain.mask));
+  EXPECT_TRUE(all_close(zero.gates, plain.gates, 0, 0));
+}
+
+TEST(TopkRouterBias, GradCheckWithABias) {
+  Rng rng(50);
+  const Tensor z = leaf(topk_logits({7, 5, 2, RouterCase::kRandom}, 51), "z");
+  const Tensor bias = f64({5}, {0.3, -0.2, 0.0, 0.1, -0.1});
+  for (bool rn : {false, true}) {
+    expect_gradcheck(
+        [=](const std::vector<Tensor>& in) {
+          const ops::Routing r = ops::topk_router(in[0], 2, rn, bias);
+          return ops::add(r.gates, ops::scale(r.probs, 0.7));
+        },
+        {z});
+  }
+}
+
+TEST(TopkRouterBias, WrongShapeIsAnError) {
+  const Tensor z = Tensor::zeros({3, 4}, DType::f64);
+  const std::string msg = error_of([&] { ops::topk_router(z, 1, false, f64({3}, {0, 0, 0})); });
+  EXPECT_TRUE(has(msg, "topk_router") && has(msg, "bias")) << msg;
+}
+
+// Softmax after top-k (Megatron without --moe-router-pre-softmax) is renormalised top-k:
+// exp(z_i) / Σ_sel exp(z_j) = p_i / Σ_sel p_j, the same function, gradients included.
+TEST(TopkRouter, SoftmaxAfterTopkIsRenormalize) {
+  Rng rng(52);
+  const Tensor z = randn({6, 5}, DType::f64, rng, 2.0);
+  const ops::Routing r = ops::topk_router(z, 3, true);
+  const auto zv = values(z), g = values(r.gates);
+  const auto m = ints(r.mask);
+  for (int t = 0; t < 6; ++t) {
+    std::vector<double> selected;
+    for (int e = 0; e < 5; ++e)
+      if (m[size_t(t * 5 + e)]) selected.push_back(zv[size_t(t * 5 + e)]);
+    ASSERT_EQ(selected.size(), 3u);
+    const auto soft = softmax_row(selected);
+    size_t j = 0;
+    for (int e = 0; e < 5; ++e)
+      EXPECT_NEAR(g[size_t(t * 5 + e)], m[size_t(t * 5 + e)] ? soft[j++] : 0.0, 1e-15);
+  }
+}
+
+}  // namespace
+}  // namespace remoe::test

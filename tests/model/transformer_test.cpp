@@ -1,5 +1,5 @@
 // The whole model in f64: gradients of cross-entropy + Σ_l aux_l with respect to every
-// parameter, for the dense FFN and both routers; shapes and counts of the parameters.
+// parameter, for the dense FFN and every router; shapes and counts of the parameters.
 #include "model/transformer.h"
 #include "tests/test_util.h"
 
@@ -55,6 +55,8 @@ TEST_P(WholeModel, GradCheckOfLossWithRegulariser) {
 INSTANTIATE_TEST_SUITE_P(Ffn, WholeModel,
                          ::testing::Values(Named{"relu", model::FfnKind::moe, model::RouterKind::relu},
                                            Named{"topk", model::FfnKind::moe, model::RouterKind::topk},
+                                           Named{"expert_choice", model::FfnKind::moe, model::RouterKind::expert_choice},
+                                           Named{"hash", model::FfnKind::moe, model::RouterKind::hash},
                                            Named{"dense", model::FfnKind::dense, model::RouterKind::relu}),
                          [](const auto& info) { return std::string(info.param.name); });
 

@@ -466,8 +466,8 @@ TEST(Config, OptionsHelpListsEveryKeyThatToTomlWrites) {
   EXPECT_TRUE(has(help, "--data.path=STRING"));
 
   const std::vector<std::string> keys = keys_of(to_toml(TrainConfig{}));
-  // 17 model + 5 data + 6 train + 8 optim + 2 remoe + 2 eval + 3 checkpoint + 2 dist + 3 log
-  EXPECT_EQ(keys.size(), 48u);
+  // 24 model + 5 data + 6 train + 8 optim + 2 remoe + 2 eval + 3 checkpoint + 2 dist + 3 log
+  EXPECT_EQ(keys.size(), 55u);
   EXPECT_EQ(std::set<std::string>(keys.begin(), keys.end()).size(), keys.size());
   size_t lines = 0;
   for (const std::string& k : keys) {
@@ -512,6 +512,70 @@ TEST(Config, TensorboardIsOffUnlessAskedForAndTakesOnlyABoolean) {
             "test.toml: log.tensorboard = \"yes\": expected a boolean (true or false), got a string");
   EXPECT_TRUE(has(parse_error(kMinimal, {"--log.tensorboard=1"}), "expected a boolean"));
   EXPECT_TRUE(has(to_toml(parse(kMinimal)), "\ntensorboard = false\n"));
+}
+
+}  // namespace
+}  // namespace remoe::train
+
+namespace remoe::train {
+namespace {
+
+// The router options: parsed, round-tripped through to_toml, reachable by their Megatron-LM
+// flags, and refused with the key, the value and what is expected.
+TEST(RouterConfig, KeysParseRoundTripAndHaveMegatronFlags) {
+  const TrainConfig c = parse(
+      std::string(kMinimal) +
+      "[model]\nrouter = \"topk\"\ncapacity_factor = 1.25\ndrop_policy = \"position\"\n"
+      "z_loss_coeff = 1e-3\nexpert_bias = true\nbias_update_rate = 0.01\nk_warm = 4\n"
+      "warm_steps = 20\n");
+  EXPECT_EQ(c.model.capacity_factor, 1.25);
+  EXPECT_EQ(c.model.drop_policy, model::DropPolicy::position);
+  EXPECT_EQ(c.model.z_loss_coeff, 1e-3);
+  EXPECT_TRUE(c.model.expert_bias);
+  EXPECT_EQ(c.model.bias_update_rate, 0.01);
+  EXPECT_EQ(c.model.k_warm, 4);
+  EXPECT_EQ(c.model.warm_steps, 20);
+  EXPECT_TRUE(config_differences(parse_config(to_toml(c), "round trip", {}), c).empty());
+
+  const TrainConfig m = parse(kMinimal, {"--model.router=topk", "--moe-expert-capacity-factor=2",
+                                         "--moe-token-drop-policy=probs", "--moe-z-loss-coeff=0.001",
+                                         "--moe-router-enable-expert-bias",
+                                         "--moe-router-bias-update-rate=0.002"});
+  EXPECT_EQ(m.model.capacity_factor, 2.0);
+  EXPECT_EQ(m.model.drop_policy, model::DropPolicy::probs);
+  EXPECT_EQ(m.model.z_loss_coeff, 0.001);
+  EXPECT_TRUE(m.model.expert_bias);
+  EXPECT_EQ(m.model.bias_update_rate, 0.002);
+  for (const char* r : {"expert_choice", "hash"})
+    EXPECT_EQ(parse(kMinimal, {std::string("--model.router=") + r}).model.router,
+              r == std::string("hash") ? model::RouterKind::hash : model::RouterKind::expert_choice);
+}
+
+TEST(RouterConfig, BadValuesNameTheKeyTheValueAndWhatIsExpected) {
+  const auto err = [](std::vector<std::string> o) { return parse_error(kMinimal, o); };
+  EXPECT_TRUE(has(err({"--model.capacity_factor=-1"}),
+                  "model.capacity_factor must be >= 0 and finite (0: dropless), got -1"));
+  EXPECT_TRUE(has(err({"--model.capacity_factor=1.5"}),
+                  "model.capacity_factor = 1.5 applies to model.router = \"topk\" or "
+                  "\"expert_choice\", got \"relu\""));
+  EXPECT_TRUE(has(err({"--model.drop_policy=random"}), "one of \"probs\", \"position\""));
+  EXPECT_TRUE(has(err({"--model.z_loss_coeff=-0.1"}), "model.z_loss_coeff must be >= 0"));
+  EXPECT_TRUE(has(err({"--model.router=hash", "--model.z_loss_coeff=0.1"}),
+                  "model.z_loss_coeff = 0.1 needs router logits, but model.router = \"hash\""));
+  EXPECT_TRUE(has(err({"--model.expert_bias=true"}),
+                  "model.expert_bias = true needs model.router = \"topk\", got \"relu\""));
+  EXPECT_TRUE(has(err({"--model.router=topk", "--model.bias_update_rate=-1"}),
+                  "model.bias_update_rate must be >= 0 and finite, got -1"));
+  EXPECT_TRUE(has(err({"--model.router=topk", "--model.k_warm=9"}),
+                  "model.k_warm = 9 must be in [0, n_experts = 8]"));
+  EXPECT_TRUE(has(err({"--model.k_warm=4"}), "model.k_warm = 4 (a near-dense warm-up) needs "
+                                             "model.router = \"topk\", got \"relu\""));
+  EXPECT_TRUE(has(err({"--model.router=topk", "--model.top_k=2", "--model.k_warm=1"}),
+                  "model.k_warm = 1 must be at least model.top_k = 2"));
+  EXPECT_TRUE(has(err({"--model.router=topk", "--model.warm_steps=-3"}),
+                  "model.warm_steps must be >= 0, got -3"));
+  EXPECT_TRUE(has(err({"--model.router=sinkhorn"}),
+                  "one of \"relu\", \"topk\", \"expert_choice\", \"hash\""));
 }
 
 }  // namespace

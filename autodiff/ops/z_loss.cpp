@@ -1,0 +1,34 @@
+#include "autodiff/op_util.h"
+#include "autodiff/ops.h"
+#include "kernels/z_loss.h"
+
+namespace remoe::ops {
+using namespace detail;
+
+Tensor z_loss(const Tensor& logits, double coeff) {
+  constexpr const char* op = "z_loss";
+  check_ndim(op, {"logits", logits}, 2);
+  REMOE_CHECK(logits.dtype() == DType::f32 || logits.dtype() == DType::f64, op,
+              ": logits must be f32 or f64, got ", describe({"logits", logits}));
+  check_cpu(op, {{"logits", logits}});
+  const int64_t n_tokens = logits.dim(0), n_experts = logits.dim(1);
+  REMOE_CHECK(n_experts >= 1, op, ": logits ", shape_str(logits.shape()), " has no experts (E = 0)");
+
+  Tensor loss = Tensor::empty({}, logits.dtype());
+  dispatch_float(op, logits.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    cpu::z_loss_forward(loss.data<T>(), logits.data<T>(), n_tokens, n_experts, coeff);
+  });
+  record(op, {logits}, {loss}, [=] {
+    Tensor dlogits = Tensor::empty(logits.shape(), logits.dtype());
+    dispatch_float(op, logits.dtype(), [&](auto tag) {
+      using T = decltype(tag);
+      cpu::z_loss_backward(dlogits.data<T>(), loss.grad().data<T>(), logits.data<T>(), n_tokens,
+                           n_experts, coeff);
+    });
+    accumulate_grad(logits, dlogits);
+  });
+  return loss;
+}
+
+}  // namespace remoe::ops
