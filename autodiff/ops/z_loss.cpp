@@ -1,5 +1,4 @@
-#include "autodiff/op_util.h"
-#include "autodiff/ops.h"
+#include "autodiff/ops/routing_util.h"
 #include "kernels/z_loss.h"
 
 namespace remoe::ops {
@@ -7,12 +6,8 @@ using namespace detail;
 
 Tensor z_loss(const Tensor& logits, double coeff) {
   constexpr const char* op = "z_loss";
-  check_ndim(op, {"logits", logits}, 2);
-  REMOE_CHECK(logits.dtype() == DType::f32 || logits.dtype() == DType::f64, op,
-              ": logits must be f32 or f64, got ", describe({"logits", logits}));
-  check_cpu(op, {{"logits", logits}});
+  check_logits(op, logits);
   const int64_t n_tokens = logits.dim(0), n_experts = logits.dim(1);
-  REMOE_CHECK(n_experts >= 1, op, ": logits ", shape_str(logits.shape()), " has no experts (E = 0)");
 
   Tensor loss = Tensor::empty({}, logits.dtype());
   dispatch_float(op, logits.dtype(), [&](auto tag) {

@@ -12,6 +12,7 @@
 
 #include "dist/thread_group.h"
 #include "tests/test_util.h"
+#include "tests/dist/run_guarded.h"
 
 namespace remoe::test {
 namespace {
@@ -20,33 +21,6 @@ using dist::Communicator;
 using dist::ReduceOp;
 using ::testing::HasSubstr;
 using namespace std::chrono_literals;
-
-// run_threads, but a hang ends the test binary with a message instead of waiting for meson's
-// timeout (the hung threads still reference this test's locals, so it cannot just go on).
-std::exception_ptr run_guarded(int world, const std::function<void(Communicator&)>& fn,
-                               std::chrono::milliseconds group_timeout = 20s) {
-  auto result = std::make_shared<std::promise<std::exception_ptr>>();
-  std::future<std::exception_ptr> done = result->get_future();
-  std::thread([=] {
-    try {
-      dist::run_threads(world, fn, group_timeout);
-      result->set_value(nullptr);
-    } catch (...) {
-      result->set_value(std::current_exception());
-    }
-  }).detach();
-  if (done.wait_for(60s) != std::future_status::ready) {
-    std::fprintf(stderr, "FATAL: %s: run_threads(%d) hung for 60 s\n",
-                 ::testing::UnitTest::GetInstance()->current_test_info()->name(), world);
-    std::fflush(stderr);
-    std::_Exit(2);
-  }
-  return done.get();
-}
-
-void run_ok(int world, const std::function<void(Communicator&)>& fn) {
-  if (std::exception_ptr e = run_guarded(world, fn)) std::rethrow_exception(e);
-}
 
 std::string message_of(const std::exception_ptr& e) {
   if (!e) return "(no exception)";

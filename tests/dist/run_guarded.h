@@ -1,6 +1,5 @@
 // run_threads for tests: a hang ends the test binary with a message instead of waiting for
 // meson's timeout (hung threads still reference the test's locals, so it cannot just go on).
-// (tests/dist/communicator_test.cpp has its own copy, from before this header.)
 #pragma once
 
 #include <gtest/gtest.h>
