@@ -152,6 +152,13 @@ Scalars step_scalars(const StepRecord& r) {
     for (size_t l = 0; l < r.expert_load.size(); ++l)
       for (size_t e = 0; e < r.expert_load[l].size(); ++e)
         s.emplace_back(str_cat("expert_load/layer_", l, "/expert_", e), float(r.expert_load[l][e]));
+    // The router options' own numbers, when they are on (model/README.md's router table).
+    for (size_t l = 0; l < r.dropped_fraction.size(); ++l)
+      s.emplace_back(str_cat("dropped_fraction/layer_", l), float(r.dropped_fraction[l]));
+    if (r.z_loss) s.emplace_back("z_loss", float(*r.z_loss));
+    for (size_t l = 0; l < r.router_bias.size(); ++l)
+      for (size_t e = 0; e < r.router_bias[l].size(); ++e)
+        s.emplace_back(str_cat("router_bias/layer_", l, "/expert_", e), float(r.router_bias[l][e]));
   }
   if (r.has_val) {
     s.emplace_back("val_loss", float(r.val_loss));

@@ -282,6 +282,26 @@ TEST(StepScalars, MoeStepHasRouterScalarsPerLayerAndExpert) {
   EXPECT_EQ(s[14].second, float(1.5 / std::log(2.0)));
 }
 
+TEST(StepScalars, RouterOptionsAddTheirNumbersWhenOn) {
+  train::StepRecord r;
+  r.layer_sparsity = {0.5};
+  r.expert_load = {{0.5, 0.5}};
+  r.dropped_fraction = {0.125};
+  r.z_loss = 0.25;
+  r.router_bias = {{-0.001, 0.002}};
+  const train::Scalars s = train::step_scalars(r);
+  const std::vector<std::pair<std::string, float>> tail = {
+      {"dropped_fraction/layer_0", 0.125f}, {"z_loss", 0.25f},
+      {"router_bias/layer_0/expert_0", -0.001f}, {"router_bias/layer_0/expert_1", 0.002f}};
+  ASSERT_GE(s.size(), tail.size());
+  for (size_t i = 0; i < tail.size(); ++i) EXPECT_EQ(s[s.size() - tail.size() + i], tail[i]) << i;
+  // Off, they are absent.
+  r.dropped_fraction.clear();
+  r.z_loss.reset();
+  r.router_bias.clear();
+  EXPECT_EQ(train::step_scalars(r).size(), s.size() - tail.size());
+}
+
 TEST(StepScalars, DenseStepWithoutValidationHasNoRouterScalars) {
   train::StepRecord r;
   r.loss = 3.0;
