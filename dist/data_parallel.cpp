@@ -52,13 +52,15 @@ void GradBuckets::reduce(size_t b) {
   const Device dev = first.device();
   int64_t numel = 0;
   for (size_t i : members) numel += params_[i].numel();
-  const Tensor flat = Tensor::zeros({numel}, first.dtype(), dev);
+  // The bucket lives where the communicator works (a GPU for NCCL, even for CPU parameters).
+  const Device comm_dev = comm_.device();
+  const Tensor flat = Tensor::zeros({numel}, first.dtype(), comm_dev);
   char* base = static_cast<char*>(flat.raw());
   size_t offset = 0;
   for (size_t i : members) {
     const Tensor& p = params_[i];
     if (const Tensor g = p.grad(); g.defined())
-      device::copy(base + offset, dev, g.raw(), g.device(), g.nbytes());
+      device::copy(base + offset, comm_dev, g.raw(), g.device(), g.nbytes());
     offset += p.nbytes();
   }
   comm_.all_reduce(flat, ReduceOp::sum);
@@ -72,7 +74,7 @@ void GradBuckets::reduce(size_t b) {
       g = Tensor::empty(p.shape(), p.dtype(), dev);
       p.set_grad(g);
     }
-    device::copy(g.raw(), dev, base + offset, dev, p.nbytes());
+    device::copy(g.raw(), dev, base + offset, comm_dev, p.nbytes());
     offset += p.nbytes();
   }
   ++reductions_;

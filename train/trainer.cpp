@@ -339,8 +339,11 @@ RunResult run_training(const TrainConfig& config_in, dist::Communicator& comm,
   Sharding optim_sharding = sharding;  // the moments: m of every parameter, then v
   optim_sharding.sharded.insert(optim_sharding.sharded.end(), sharding.sharded.begin(),
                                 sharding.sharded.end());
+  // A real communicator runs the reductions even for a job of one rank (so a one-GPU NCCL run
+  // exercises them); only the world of one process, dist::Single, skips them.
+  const bool reduce = world > 1 || dynamic_cast<dist::Single*>(&comm) == nullptr;
   std::optional<dist::GradBuckets> buckets;
-  if (world > 1) buckets.emplace(comm, replicated, int64_t(c.bucket_mb * double(1 << 20)));
+  if (reduce) buckets.emplace(comm, replicated, int64_t(c.bucket_mb * double(1 << 20)));
   int64_t start = 0;
 
   if (lead) fs::create_directories(c.run_dir);
@@ -575,7 +578,7 @@ RunResult run_training(const TrainConfig& config_in, dist::Communicator& comm,
     }
     // Every rank stops at the same step: a signal any rank got counts for all.
     int sig = StopSignals::received();
-    if (world > 1) {
+    if (reduce) {
       const std::vector<double> got = sum_over_ranks(comm, {double(sig == SIGINT), double(sig == SIGTERM)});
       sig = got[0] > 0 ? SIGINT : got[1] > 0 ? SIGTERM : 0;
     }

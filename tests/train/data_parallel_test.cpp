@@ -161,6 +161,26 @@ TEST(DataParallelRun, ExpertParallelMustFitTheJob) {
 }
 
 
+// A real communicator of one rank runs every reduction (buckets, sums, the signal check), and
+// adds nothing: bit for bit the run of one process (what a one-GPU NCCL job checks too).
+TEST(DataParallelRun, OneRankThroughTheReductionsIsBitIdenticalToOneProcess) {
+  Sandbox box;
+  TrainConfig c = box.config();
+  c.steps = 4;
+  c.grad_accum = 2;
+  c.bucket_mb = 0.002;
+  const Trace ref = run_single(c);
+  c.run_dir = box.config().run_dir + "_one_rank";
+  const std::vector<Trace> one = run_parallel(c, 1);
+  ASSERT_EQ(one[0].steps.size(), ref.steps.size());
+  for (size_t s = 0; s < ref.steps.size(); ++s) {
+    EXPECT_EQ(one[0].steps[s].loss, ref.steps[s].loss) << "step " << s + 1;
+    EXPECT_EQ(one[0].steps[s].lambda, ref.steps[s].lambda) << "step " << s + 1;
+    EXPECT_EQ(one[0].steps[s].grad_norm, ref.steps[s].grad_norm) << "step " << s + 1;
+    EXPECT_EQ(one[0].grads[s], ref.grads[s]) << "step " << s + 1;
+  }
+}
+
 // Expert parallel (dist.expert_parallel = W): the same equivalence, the expert gradients being
 // the rank's slice of the one-process gradient; checkpoints hold whole tensors.
 bool is_expert_weight(const std::string& name) {
