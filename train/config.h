@@ -60,6 +60,7 @@ struct TrainConfig {
   // [dist] how a job of several ranks (one per GPU) splits the work; a job of one ignores it
   int64_t expert_parallel = 1;  // ranks that share one copy of the experts, each holding E / it
   double bucket_mb = 25;        // MiB of gradients all-reduced at once (data parallel)
+  bool zero1 = false;           // AdamW's moments sharded over the ranks (ZeRO stage 1)
 
   // [log]
   std::string run_dir = "runs/default";  // metrics.jsonl, config.toml, checkpoints/

@@ -23,6 +23,7 @@
 #include "autodiff/device.h"
 #include "autodiff/tape.h"
 #include "dist/data_parallel.h"
+#include "dist/zero.h"
 #include "model/transformer.h"
 #include "train/checkpoint.h"
 #include "train/data.h"
@@ -319,7 +320,11 @@ RunResult run_training(const TrainConfig& config_in, dist::Communicator& comm,
   if (const std::string w = model::routing_warning(c.model); lead && !w.empty())
     std::fprintf(stderr, "%s\n", w.c_str());
   const std::vector<Tensor>& params = model.parameters();
-  Optimizer optim(params);
+  // A real communicator runs the reductions even for a job of one rank (so a one-GPU NCCL run
+  // exercises them); only the world of one process, dist::Single, skips them.
+  const bool reduce = world > 1 || dynamic_cast<dist::Single*>(&comm) == nullptr;
+  // The whole moments, unless ZeRO-1 shards them (below): then this holds none.
+  Optimizer optim(c.zero1 && reduce ? std::vector<Tensor>{} : params);
   LambdaController lambda{c.lambda0, c.alpha, c.model.target_sparsity()};
   // Replicated parameters have their gradients all-reduced; an expert's gradient already sums
   // every rank's tokens (the all-to-all's backward brings them to its owner).
@@ -339,11 +344,15 @@ RunResult run_training(const TrainConfig& config_in, dist::Communicator& comm,
   Sharding optim_sharding = sharding;  // the moments: m of every parameter, then v
   optim_sharding.sharded.insert(optim_sharding.sharded.end(), sharding.sharded.begin(),
                                 sharding.sharded.end());
-  // A real communicator runs the reductions even for a job of one rank (so a one-GPU NCCL run
-  // exercises them); only the world of one process, dist::Single, skips them.
-  const bool reduce = world > 1 || dynamic_cast<dist::Single*>(&comm) == nullptr;
   std::optional<dist::GradBuckets> buckets;
   if (reduce) buckets.emplace(comm, replicated, int64_t(c.bucket_mb * double(1 << 20)));
+  // ZeRO-1: each rank keeps AdamW's moments for its slice of the parameters (dist/zero.h).
+  std::optional<dist::ShardedAdamW> zero;
+  if (c.zero1 && reduce) {
+    std::vector<bool> decay;
+    for (const Tensor& p : params) decay.push_back(p.ndim() >= 2);  // none on 1-D parameters
+    zero.emplace(comm, params, decay);
+  }
   int64_t start = 0;
 
   if (lead) fs::create_directories(c.run_dir);
@@ -366,14 +375,18 @@ RunResult run_training(const TrainConfig& config_in, dist::Communicator& comm,
                 ", beyond train.steps = ", c.steps, " (raise train.steps to continue the run)");
     const ResumeState rs = read_resume_state(ck);
     const std::vector<Tensor> full_params = sharding.full_like(params);
-    const std::vector<Tensor> full_state = optim_sharding.full_like(optim.state());
+    const std::vector<Tensor> full_state =
+        zero ? zero->empty_state() : optim_sharding.full_like(optim.state());
     check_by_name(full_params, ck.model, ck.dir + "/model.safetensors");
     check_by_name(full_state, ck.optimizer, ck.dir + "/optimizer.safetensors");
     restore_router_state(model.router_state(), ck.state, state_path);  // checks, then copies
     copy_by_name(full_params, ck.model, ck.dir + "/model.safetensors");
     copy_by_name(full_state, ck.optimizer, ck.dir + "/optimizer.safetensors");
     sharding.keep_slices(params, full_params);
-    optim_sharding.keep_slices(optim.state(), full_state);
+    if (zero)
+      zero->load_state(full_state);
+    else
+      optim_sharding.keep_slices(optim.state(), full_state);
     start = ck.step;
     lambda.lambda = rs.lambda;
     sampler.set_state(rs.data_rng);
@@ -422,7 +435,8 @@ RunResult run_training(const TrainConfig& config_in, dist::Communicator& comm,
   // Saves the state after `step` (rank 0 writes), then applies the retention policy.
   const auto save = [&](int64_t step) {
     const std::vector<Tensor> model_tensors = sharding.gather(params);
-    const std::vector<Tensor> optim_tensors = optim_sharding.gather(optim.state());
+    const std::vector<Tensor> optim_tensors =
+        zero ? zero->gather_state() : optim_sharding.gather(optim.state());
     if (!lead) return std::string();
     json state = {{"lambda", lambda.lambda}, {"data_rng", sampler.state()},
                   {"seed", c.seed},         {"world_size", world},
@@ -519,12 +533,13 @@ RunResult run_training(const TrainConfig& config_in, dist::Communicator& comm,
     r.skip_reason = non_finite_reason(r);
     r.skipped = !r.skip_reason.empty();
     hyper.lr = r.lr;
+    // AdamW's bias correction counts steps, skipped ones included: the count stays a function
+    // of the step number alone (it is not saved), and a few skips barely move it.
+    if (zero && !r.skipped) zero->step(hyper, step + 1);
     for (size_t i = 0; i < params.size(); ++i) {
       cpu::AdamWHyper h = hyper;
       if (params[i].ndim() < 2) h.weight_decay = 0;
-      // AdamW's bias correction counts steps, skipped ones included: the count stays a
-      // function of the step number alone (it is not saved), and a few skips barely move it.
-      if (!r.skipped) ops::adamw_step(params[i], optim.m[i], optim.v[i], h, step + 1);
+      if (!zero && !r.skipped) ops::adamw_step(params[i], optim.m[i], optim.v[i], h, step + 1);
       params[i].zero_grad();
     }
     if (r.skipped) {

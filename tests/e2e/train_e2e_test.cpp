@@ -157,8 +157,9 @@ TEST_P(RouterRun, LearnsAndLogsItsMetrics) {
     EXPECT_NEAR(load, 1.0, 1e-9);
     const bool capacity = m.router == model::RouterKind::topk && m.capacity_factor > 0;
     EXPECT_EQ(j.contains("dropped_fraction"), capacity);
-    if (capacity)
+    if (capacity) {
       for (double f : j.at("dropped_fraction")) EXPECT_TRUE(f >= 0 && f < 1) << f;
+    }
     EXPECT_EQ(j.contains("z_loss"), m.z_loss_coeff > 0);
     if (m.z_loss_coeff > 0) {
       EXPECT_GT(j.at("z_loss").get<double>(), 0.0);
@@ -172,11 +173,13 @@ TEST_P(RouterRun, LearnsAndLogsItsMetrics) {
     for (double b : lines.back().at("router_bias")[0]) moved += std::abs(b);
     EXPECT_GT(moved, 0.0);
   }
-  if (m.k_warm > 0)  // dense during the warm-up, k of E after it
+  if (m.k_warm > 0) {  // dense during the warm-up, k of E after it
     for (size_t i = 0; i < r.steps.size(); ++i)
       EXPECT_DOUBLE_EQ(r.steps[i].sparsity, int64_t(i) < m.warm_steps ? 0.0 : 0.75) << "step " << i + 1;
-  if (m.router == model::RouterKind::expert_choice)  // C = T·k/E exactly: every expert full
+  }
+  if (m.router == model::RouterKind::expert_choice) {  // C = T·k/E exactly: every expert full
     EXPECT_DOUBLE_EQ(r.steps.back().expert_load[0][0], 0.25);
+  }
   fs::remove_all(c.run_dir);
 }
 

@@ -289,5 +289,75 @@ TEST(ExpertParallelRun, ASignalStopsEveryRankAndTheResumeGoesOnAsIfUninterrupted
   }
 }
 
+// ZeRO-1 (dist.zero1): the moments sharded over the ranks change nothing but memory — AdamW
+// treats every element alone — so the run is bit for bit the unsharded data-parallel run, and
+// its checkpoint holds the same whole moments.
+class Zero1 : public ::testing::TestWithParam<int> {};
+
+TEST_P(Zero1, IsBitForBitTheUnshardedDataParallelRun) {
+  const int world = GetParam();
+  Sandbox box;
+  TrainConfig c = box.config();
+  c.steps = 5;
+  c.grad_accum = 2;
+  c.run_dir = box.config().run_dir + "_dp";
+  const std::vector<Trace> dp = run_parallel(c, world);
+  c.zero1 = true;
+  c.run_dir = box.config().run_dir + "_zero1";
+  const std::vector<Trace> zero = run_parallel(c, world);
+  for (int rank = 0; rank < world; ++rank) {
+    ASSERT_EQ(zero[size_t(rank)].steps.size(), dp[0].steps.size());
+    for (size_t s = 0; s < dp[0].steps.size(); ++s) {
+      EXPECT_EQ(zero[size_t(rank)].steps[s].loss, dp[0].steps[s].loss) << "rank " << rank << " step " << s + 1;
+      EXPECT_EQ(zero[size_t(rank)].steps[s].lambda, dp[0].steps[s].lambda);
+      EXPECT_EQ(zero[size_t(rank)].grads[s], dp[0].grads[s]) << "rank " << rank << " step " << s + 1;
+    }
+  }
+  const auto ckpt = [&](const std::string& suffix) {
+    return load_checkpoint((std::filesystem::path(box.config().run_dir + suffix) / "checkpoints" /
+                            "step_00000005").string());
+  };
+  const Checkpoint a = ckpt("_dp"), b = ckpt("_zero1");
+  ASSERT_EQ(a.optimizer.size(), b.optimizer.size());
+  for (size_t i = 0; i < a.optimizer.size(); ++i) {
+    EXPECT_EQ(b.optimizer[i].name(), a.optimizer[i].name());
+    EXPECT_EQ(b.optimizer[i].to_vector<float>(), a.optimizer[i].to_vector<float>()) << a.optimizer[i].name();
+  }
+  for (size_t i = 0; i < a.model.size(); ++i)
+    EXPECT_EQ(b.model[i].to_vector<float>(), a.model[i].to_vector<float>()) << a.model[i].name();
+}
+
+INSTANTIATE_TEST_SUITE_P(World, Zero1, ::testing::Values(2, 3));
+
+TEST(Zero1Run, AResumeRestoresEachRanksSliceOfTheMoments) {
+  Sandbox box;
+  TrainConfig c = box.config();
+  c.zero1 = true;
+  c.steps = 5;
+  c.run_dir = box.config().run_dir + "_straight";
+  const std::vector<Trace> straight = run_parallel(c, 2);
+  c.run_dir = box.config().run_dir + "_stopped";
+  dist::run_threads(2, [&](dist::Communicator& comm) {
+    run_training(c, comm, [&](const StepRecord& s) {
+      if (s.step == 2 && comm.rank() == 0) std::raise(SIGTERM);
+    });
+  });
+  const std::vector<Trace> resumed = run_parallel(c, 2);
+  ASSERT_EQ(resumed[0].steps.size(), 3u);
+  for (size_t s = 0; s < 3; ++s) {
+    EXPECT_EQ(resumed[0].steps[s].loss, straight[0].steps[2 + s].loss) << "step " << 3 + s;
+    EXPECT_EQ(resumed[1].grads[s], straight[1].grads[2 + s]) << "step " << 3 + s;
+  }
+}
+
+TEST(Zero1Run, IsRefusedWithExpertParallelism) {
+  Sandbox box;
+  TrainConfig c = box.config();
+  c.zero1 = true;
+  c.expert_parallel = 2;
+  EXPECT_NE(error_of([&] { c.validate(); }).find("dist.zero1 = true with dist.expert_parallel = 2"),
+            std::string::npos);
+}
+
 }  // namespace
 }  // namespace remoe::train
