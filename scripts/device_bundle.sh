@@ -15,6 +15,9 @@ rm -rf .device
 mkdir -p .device/bin .device/lib .device/data
 cp "$BUILD/tests/gpu_tests" "$BUILD/train/remoe" .device/bin/
 for b in "$BUILD"/bench/*_bench; do [ -x "$b" ] && cp "$b" .device/bin/; done
+# Debug info is most of their size and the carried folder is bounded: strip it (the CUDA
+# fatbins stay). Where a crash needs symbols, carry the unstripped binary alone.
+strip --strip-debug .device/bin/*
 # Libraries outside glibc, libstdc++ and CUDA's own (NCCL and cuBLAS come from the device's
 # Python environment: gpu_check.sh finds them there).
 for bin in .device/bin/*; do
