@@ -110,6 +110,17 @@ int64_t check_counts(const char* op, const char* name, const std::vector<int64_t
   return total;
 }
 
+// What every collective from `in` rows to separate `out` rows checks first: both defined, both
+// with a first dimension, the same trailing shape, no shared storage.
+void check_row_pair(const char* name, const Tensor& out, const Tensor& in, int rank) {
+  check_defined(name, "out", out, rank);
+  check_defined(name, "in", in, rank);
+  check_rows(name, "out", out, rank);
+  check_rows(name, "in", in, rank);
+  check_same_row_shape(name, out, in, rank);
+  check_not_aliased(name, out, in, rank);
+}
+
 }  // namespace
 
 int64_t row_elements(const Tensor& t) { return shape_numel(trailing(t)); }
@@ -127,13 +138,8 @@ void check_all_reduce(const Tensor& t, ReduceOp op, int rank) {
 
 void check_reduce_scatter(const Tensor& out, const Tensor& in, ReduceOp op, int rank, int world) {
   const char* name = "reduce_scatter";
-  check_defined(name, "out", out, rank);
-  check_defined(name, "in", in, rank);
-  check_rows(name, "out", out, rank);
-  check_rows(name, "in", in, rank);
+  check_row_pair(name, out, in, rank);
   check_reducible(name, in, op, rank);
-  check_same_row_shape(name, out, in, rank);
-  check_not_aliased(name, out, in, rank);
   REMOE_CHECK(in.dim(0) == world * out.dim(0), name, ": rank ", rank, ": in ",
               shape_str(in.shape()), " should have W·n = ", world, "·", out.dim(0), " = ",
               world * out.dim(0), " rows for out ", shape_str(out.shape()));
@@ -141,12 +147,7 @@ void check_reduce_scatter(const Tensor& out, const Tensor& in, ReduceOp op, int 
 
 void check_all_gather(const Tensor& out, const Tensor& in, int rank, int world) {
   const char* name = "all_gather";
-  check_defined(name, "out", out, rank);
-  check_defined(name, "in", in, rank);
-  check_rows(name, "out", out, rank);
-  check_rows(name, "in", in, rank);
-  check_same_row_shape(name, out, in, rank);
-  check_not_aliased(name, out, in, rank);
+  check_row_pair(name, out, in, rank);
   REMOE_CHECK(out.dim(0) == world * in.dim(0), name, ": rank ", rank, ": out ",
               shape_str(out.shape()), " should have W·n = ", world, "·", in.dim(0), " = ",
               world * in.dim(0), " rows for in ", shape_str(in.shape()));
@@ -155,12 +156,7 @@ void check_all_gather(const Tensor& out, const Tensor& in, int rank, int world) 
 void check_all_to_all(const Tensor& out, const std::vector<int64_t>& recv_counts, const Tensor& in,
                       const std::vector<int64_t>& send_counts, int rank, int world) {
   const char* name = "all_to_all";
-  check_defined(name, "out", out, rank);
-  check_defined(name, "in", in, rank);
-  check_rows(name, "out", out, rank);
-  check_rows(name, "in", in, rank);
-  check_same_row_shape(name, out, in, rank);
-  check_not_aliased(name, out, in, rank);
+  check_row_pair(name, out, in, rank);
   const int64_t sent = check_counts(name, "send_counts", send_counts, rank, world);
   const int64_t received = check_counts(name, "recv_counts", recv_counts, rank, world);
   REMOE_CHECK(in.dim(0) == sent, name, ": rank ", rank, ": in ", shape_str(in.shape()), " has ",

@@ -26,7 +26,14 @@ GradBuckets::GradBuckets(Communicator& comm, std::vector<Tensor> params, int64_t
     bytes += int64_t(p.nbytes());
   }
   pending_.resize(buckets_.size());
-  for (size_t b = 0; b < buckets_.size(); ++b) pending_[b] = buckets_[b].size();
+  for (size_t b = 0; b < buckets_.size(); ++b) {
+    pending_[b] = buckets_[b].size();
+    // One buffer per bucket for the whole run, where the communicator works (a GPU for NCCL,
+    // even for CPU parameters): nothing is allocated on the step's path.
+    int64_t numel = 0;
+    for (size_t i : buckets_[b]) numel += params_[i].numel();
+    flat_.push_back(Tensor::empty({numel}, params_[buckets_[b].front()].dtype(), comm_.device()));
+  }
 }
 
 void GradBuckets::ready(size_t i) {
@@ -48,19 +55,16 @@ void GradBuckets::finish() {
 
 void GradBuckets::reduce(size_t b) {
   const std::vector<size_t>& members = buckets_[b];
-  const Tensor& first = params_[members.front()];
-  const Device dev = first.device();
-  int64_t numel = 0;
-  for (size_t i : members) numel += params_[i].numel();
-  // The bucket lives where the communicator works (a GPU for NCCL, even for CPU parameters).
-  const Device comm_dev = comm_.device();
-  const Tensor flat = Tensor::zeros({numel}, first.dtype(), comm_dev);
+  const Device dev = params_[members.front()].device(), comm_dev = comm_.device();
+  const Tensor& flat = flat_[b];
   char* base = static_cast<char*>(flat.raw());
   size_t offset = 0;
   for (size_t i : members) {
     const Tensor& p = params_[i];
     if (const Tensor g = p.grad(); g.defined())
       device::copy(base + offset, comm_dev, g.raw(), g.device(), g.nbytes());
+    else
+      device::zero(base + offset, comm_dev, p.nbytes());  // takes part as zeros
     offset += p.nbytes();
   }
   comm_.all_reduce(flat, ReduceOp::sum);

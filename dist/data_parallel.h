@@ -46,6 +46,7 @@ class GradBuckets {
   std::vector<size_t> bucket_of_;       // param index → bucket
   std::vector<size_t> pending_;         // per bucket: gradients not final yet
   std::vector<bool> is_ready_;          // per param, this step
+  std::vector<Tensor> flat_;            // per bucket: its gradients, contiguous
   size_t next_ = 0;                     // the next bucket to reduce
   int64_t reductions_ = 0;
 };

@@ -22,6 +22,8 @@ ShardedAdamW::ShardedAdamW(Communicator& comm, std::vector<Tensor> params, std::
   end_ = std::min(total_, begin_ + shard_);
   m_ = Tensor::zeros({shard_}, DType::f32);
   v_ = Tensor::zeros({shard_}, DType::f32);
+  mine_ = Tensor::zeros({shard_}, DType::f32);  // zero past N stays zero
+  all_ = Tensor::empty({shard_ * world}, DType::f32);
 }
 
 template <typename Fn>
@@ -45,15 +47,13 @@ void ShardedAdamW::step(const cpu::AdamWHyper& hyper, int64_t step) {
                     v_.data<float>() + (lo - begin_), g.data<float>() + at, hi - lo, h, step);
   });
   // Every rank's slice to every rank: (W·S) values, the flat vector padded.
-  const Tensor mine = Tensor::zeros({shard_}, DType::f32);
   for_owned([&](size_t i, int64_t lo, int64_t hi) {
-    std::memcpy(mine.data<float>() + (lo - begin_), params_[i].data<float>() + (lo - offset_[i]),
+    std::memcpy(mine_.data<float>() + (lo - begin_), params_[i].data<float>() + (lo - offset_[i]),
                 size_t(hi - lo) * sizeof(float));
   });
-  const Tensor all = Tensor::empty({shard_ * comm_.world_size()}, DType::f32);
-  comm_.all_gather(all, mine);
+  comm_.all_gather(all_, mine_);
   for (size_t i = 0; i < params_.size(); ++i)
-    std::memcpy(params_[i].data<float>(), all.data<float>() + offset_[i],
+    std::memcpy(params_[i].data<float>(), all_.data<float>() + offset_[i],
                 size_t(params_[i].numel()) * sizeof(float));
 }
 

@@ -54,6 +54,7 @@ class ShardedAdamW {
   std::vector<int64_t> offset_;  // flat index of each parameter's first value
   int64_t total_ = 0, shard_ = 0, begin_ = 0, end_ = 0;
   Tensor m_, v_;                 // (S) f32: the owned slice's moments (zero-padded past N)
+  Tensor mine_, all_;            // (S), (W·S) f32: the all-gather of the parameters
 };
 
 }  // namespace remoe::dist

@@ -10,6 +10,7 @@
 #include <limits>
 #include <set>
 
+#include "tests/temp_dir.h"
 #include "tests/test_util.h"
 
 namespace remoe::train {
@@ -17,37 +18,7 @@ namespace {
 
 namespace fs = std::filesystem;
 using remoe::test::error_of;
-
-// A fresh directory under the system temp dir, removed with everything in it at scope exit.
-class TempDir {
- public:
-  TempDir() {
-    static std::atomic<int> counter{0};
-    path_ = fs::temp_directory_path() /
-            ("remoe_data_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::permissions(path_, fs::perms::owner_all, fs::perm_options::add, ec);
-    fs::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-
-  std::string write(const std::string& name, const std::vector<uint8_t>& bytes) const {
-    const fs::path p = path_ / name;
-    std::ofstream out(p, std::ios::binary);
-    out.write(reinterpret_cast<const char*>(bytes.data()), std::streamsize(bytes.size()));
-    EXPECT_TRUE(out.good()) << "could not write " << p;
-    return p.string();
-  }
-  std::string path(const std::string& name) const { return (path_ / name).string(); }
-
- private:
-  fs::path path_;
-};
+using test::TempDir;
 
 // bytes[i] = i % 256: in a corpus of at most 256 bytes a window's first input is its start.
 std::vector<uint8_t> iota_bytes(size_t n) {
@@ -146,12 +117,12 @@ TEST(DataLoad, Errors) {
   TempDir dir;
   const auto good = dir.write("good.txt", random_bytes(100, 2));
 
-  const auto missing = dir.path("missing.txt");
+  const auto missing = dir.file("missing.txt");
   expect_mentions(error_of([&] { load_text(missing, 0.1); }), {missing, "no such file"});
 
-  fs::create_directories(dir.path("adir"));
-  expect_mentions(error_of([&] { load_text(dir.path("adir"), 0.1); }),
-                  {dir.path("adir"), "is a directory"});
+  fs::create_directories(dir.file("adir"));
+  expect_mentions(error_of([&] { load_text(dir.file("adir"), 0.1); }),
+                  {dir.file("adir"), "is a directory"});
 
   const auto empty = dir.write("empty.txt", {});
   expect_mentions(error_of([&] { load_text(empty, 0.0); }), {empty, "is empty"});

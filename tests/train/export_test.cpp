@@ -10,6 +10,7 @@
 #include <random>
 
 #include "model/transformer.h"
+#include "tests/temp_dir.h"
 #include "tests/test_util.h"
 #include "train/checkpoint.h"
 #include "train/data.h"
@@ -20,27 +21,7 @@ namespace {
 
 namespace fs = std::filesystem;
 using test::error_of;
-
-class TempDir {
- public:
-  TempDir() {
-    static std::atomic<int> counter{0};
-    std::random_device rd;
-    path_ = fs::temp_directory_path() /
-            ("remoe_export_test_" + std::to_string(rd()) + "_" + std::to_string(counter++));
-    fs::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-
- private:
-  fs::path path_;
-};
+using test::TempDir;
 
 void expect_contains(const std::string& message, const std::string& part) {
   EXPECT_NE(message.find(part), std::string::npos)

@@ -3,12 +3,11 @@
 // trainer's tests run on.
 #pragma once
 
-#include <atomic>
 #include <filesystem>
 #include <fstream>
-#include <random>
 #include <string>
 
+#include "tests/temp_dir.h"
 #include "train/config.h"
 
 namespace remoe::train {
@@ -16,13 +15,8 @@ namespace remoe::train {
 class Sandbox {
  public:
   Sandbox() {
-    static std::atomic<int> counter{0};
-    std::random_device rd;
-    root_ = std::filesystem::temp_directory_path() /
-            ("remoe_trainer_test_" + std::to_string(rd()) + "_" + std::to_string(counter++));
-    std::filesystem::create_directories(root_);
     // ~24 KB of text with some structure to learn.
-    std::ofstream out(root_ / "data.txt", std::ios::binary);
+    std::ofstream out(dir_.path() / "data.txt", std::ios::binary);
     const char* words[] = {"the ", "quick ", "brown ", "fox ", "jumps ", "over ", "a ", "lazy ",
                            "dog. ", "And ", "then ", "it ", "sleeps.\n"};
     uint64_t x = 12345;
@@ -31,12 +25,6 @@ class Sandbox {
       out << words[(x >> 33) % 13];
     }
   }
-  ~Sandbox() {
-    std::error_code ec;
-    std::filesystem::remove_all(root_, ec);
-  }
-  Sandbox(const Sandbox&) = delete;
-  Sandbox& operator=(const Sandbox&) = delete;
 
   // ReMoE (ReLU routing, adaptive λ) small enough that a step takes a millisecond or so.
   TrainConfig config() const {
@@ -51,7 +39,7 @@ class Sandbox {
     c.model.n_experts = 4;
     c.model.top_k = 1;
     c.model.init_std = 0.02;
-    c.data_path = (root_ / "data.txt").string();
+    c.data_path = (dir_.path() / "data.txt").string();
     c.steps = 8;
     c.batch_size = 2;
     c.seq_len = 16;
@@ -61,14 +49,14 @@ class Sandbox {
     c.eval_every = 0;
     c.eval_batches = 1;
     c.log_every = 1000;
-    c.run_dir = (root_ / "run").string();
+    c.run_dir = (dir_.path() / "run").string();
     return c;
   }
-  std::filesystem::path checkpoints() const { return root_ / "run" / "checkpoints"; }
-  std::filesystem::path metrics() const { return root_ / "run" / "metrics.jsonl"; }
+  std::filesystem::path checkpoints() const { return dir_.path() / "run" / "checkpoints"; }
+  std::filesystem::path metrics() const { return dir_.path() / "run" / "metrics.jsonl"; }
 
  private:
-  std::filesystem::path root_;
+  test::TempDir dir_;
 };
 
 }  // namespace remoe::train

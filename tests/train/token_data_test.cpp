@@ -12,6 +12,7 @@
 #include <fstream>
 #include <set>
 
+#include "tests/temp_dir.h"
 #include "tests/test_util.h"
 #include "train/config.h"
 #include "train/data.h"
@@ -23,35 +24,7 @@ namespace {
 namespace fs = std::filesystem;
 using remoe::test::error_of;
 using Bytes = std::vector<uint8_t>;
-
-class TempDir {
- public:
-  TempDir() {
-    static std::atomic<int> counter{0};
-    path_ = fs::temp_directory_path() /
-            ("remoe_token_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-
-  std::string write(const std::string& name, const Bytes& bytes) const {
-    const fs::path p = path_ / name;
-    std::ofstream out(p, std::ios::binary | std::ios::trunc);
-    out.write(reinterpret_cast<const char*>(bytes.data()), std::streamsize(bytes.size()));
-    EXPECT_TRUE(out.good()) << "could not write " << p;
-    return p.string();
-  }
-  std::string path(const std::string& name) const { return (path_ / name).string(); }
-
- private:
-  fs::path path_;
-};
+using test::TempDir;
 
 // Little-endian values appended to / written into a byte buffer.
 template <typename T>
@@ -139,7 +112,7 @@ Megatron megatron(const std::vector<std::vector<int64_t>>& sequences, uint8_t co
 std::string write_megatron(const TempDir& dir, const std::string& name, const Megatron& m) {
   dir.write(name + ".idx", m.idx);
   dir.write(name + ".bin", m.bin);
-  return dir.path(name);
+  return dir.file(name);
 }
 
 std::vector<int32_t> all_tokens(const TokenSource& s) {
@@ -193,8 +166,8 @@ TEST(Llmc, Uint32RoundTripBothVersions) {
   // An empty shard is valid on its own; a source of nothing but empty shards is not.
   const auto empty = dir.write("e.bin", llmc_shard({}));
   EXPECT_EQ(open_llmc_shard(empty).size(), 0);
-  expect_mentions(error_of([&] { open_llmc(dir.path("e*.bin")); }),
-                  {dir.path("e*.bin"), "holds no tokens", "1 llm.c shard "});
+  expect_mentions(error_of([&] { open_llmc(dir.file("e*.bin")); }),
+                  {dir.file("e*.bin"), "holds no tokens", "1 llm.c shard "});
 }
 
 TEST(Llmc, GlobExpandsInSortedOrderAndConcatenates) {
@@ -204,14 +177,14 @@ TEST(Llmc, GlobExpandsInSortedOrderAndConcatenates) {
   dir.write("d_train_000000.bin", llmc_shard({0, 1, 2}));
   dir.write("d_train_000001.bin", llmc_shard({10, 70000, 12, 13}, 20240801, 7));
   dir.write("d_val_000000.bin", llmc_shard({99}));  // not matched
-  const std::string pattern = dir.path("d_train_*.bin");
+  const std::string pattern = dir.file("d_train_*.bin");
   const TokenSource s = open_llmc(pattern);
   EXPECT_EQ(s.name(), pattern);
   EXPECT_EQ(all_tokens(s), std::vector<int32_t>({0, 1, 2, 10, 70000, 12, 13, 20, 21}));
   EXPECT_EQ(s.max_token(), 70000);
   EXPECT_EQ(s.max_token_offset(), 4);
-  EXPECT_EQ(s.where(4), "'" + dir.path("d_train_000001.bin") + "' token 1 (byte offset 1028)");
-  EXPECT_EQ(s.where(8), "'" + dir.path("d_train_000002.bin") + "' token 1 (byte offset 1026)");
+  EXPECT_EQ(s.where(4), "'" + dir.file("d_train_000001.bin") + "' token 1 (byte offset 1028)");
+  EXPECT_EQ(s.where(8), "'" + dir.file("d_train_000002.bin") + "' token 1 (byte offset 1026)");
   // A read across both shard boundaries.
   std::vector<int32_t> w(6);
   s.read(2, 6, w.data());
@@ -225,13 +198,13 @@ TEST(Llmc, GlobExpandsInSortedOrderAndConcatenates) {
     EXPECT_NE(it, expected.end());
   }
 
-  const std::string none = dir.path("nothing_*.bin");
+  const std::string none = dir.file("nothing_*.bin");
   expect_mentions(error_of([&] { open_llmc(none); }), {"no file matches", none});
-  const std::string missing = dir.path("missing.bin");
+  const std::string missing = dir.file("missing.bin");
   expect_mentions(error_of([&] { open_llmc(missing); }), {"no such file", missing});
-  fs::create_directories(dir.path("d_train_dir.bin"));
+  fs::create_directories(dir.file("d_train_dir.bin"));
   expect_mentions(error_of([&] { open_llmc(pattern); }),
-                  {dir.path("d_train_dir.bin"), "is a directory", "llm.c token shard"});
+                  {dir.file("d_train_dir.bin"), "is a directory", "llm.c token shard"});
 }
 
 TEST(Llmc, MalformedFilesNameTheFileAndTheOffset) {
@@ -335,21 +308,21 @@ TEST(Megatron, MissingFiles) {
   TempDir dir;
   const Megatron m = megatron({{1, 2, 3}});
   dir.write("only_idx.idx", m.idx);
-  expect_mentions(error_of([&] { open_megatron(dir.path("only_idx")); }),
-                  {dir.path("only_idx.bin"), "no such file", "prefix.bin"});
+  expect_mentions(error_of([&] { open_megatron(dir.file("only_idx")); }),
+                  {dir.file("only_idx.bin"), "no such file", "prefix.bin"});
   dir.write("only_bin.bin", m.bin);
-  expect_mentions(error_of([&] { open_megatron(dir.path("only_bin.bin")); }),
-                  {dir.path("only_bin.idx"), "no such file", "prefix.idx"});
+  expect_mentions(error_of([&] { open_megatron(dir.file("only_bin.bin")); }),
+                  {dir.file("only_bin.idx"), "no such file", "prefix.idx"});
 }
 
 TEST(Megatron, MalformedIndexNamesTheFileTheOffsetAndTheExpectation) {
   TempDir dir;
   const Megatron good = megatron({{1, 2, 3}, {4, 5}, {6, 7, 8, 9}}, 4);  // int32, 3 sequences
-  const std::string idx = dir.path("bad.idx");
+  const std::string idx = dir.file("bad.idx");
   // Writes `m`, opens it and returns the error.
   const auto error_for = [&](const Megatron& m) {
     write_megatron(dir, "bad", m);
-    return error_of([&] { open_megatron(dir.path("bad")); });
+    return error_of([&] { open_megatron(dir.file("bad")); });
   };
   Megatron m = good;
 
@@ -398,7 +371,7 @@ TEST(Megatron, MalformedIndexNamesTheFileTheOffsetAndTheExpectation) {
   m = good;
   poke<int64_t>(m.idx, m.pointers_at() + 8, 1000);
   expect_mentions(error_for(m), {idx, "byte offset 54", "sequence 1 pointer is 1000",
-                                 "past the end of '" + dir.path("bad.bin") + "' (36 bytes)"});
+                                 "past the end of '" + dir.file("bad.bin") + "' (36 bytes)"});
   m = good;
   poke<int64_t>(m.idx, m.pointers_at() + 8, 8);
   expect_mentions(error_for(m), {idx, "byte offset 54", "sequence 1 pointer is 8", "expected 12",
@@ -414,7 +387,7 @@ TEST(Megatron, MalformedIndexNamesTheFileTheOffsetAndTheExpectation) {
                                  "runs past the end", "(36 bytes)"});
   m = good;
   m.bin.resize(m.bin.size() + 8);
-  expect_mentions(error_for(m), {dir.path("bad.bin"), "44 bytes", idx, "add up to 9 int32 tokens",
+  expect_mentions(error_for(m), {dir.file("bad.bin"), "44 bytes", idx, "add up to 9 int32 tokens",
                                  "36 bytes"});
   m = good;
   m.bin.resize(m.bin.size() - 1);
@@ -444,9 +417,9 @@ TEST(Megatron, MalformedIndexNamesTheFileTheOffsetAndTheExpectation) {
   // Token values: negative ids in a signed dtype.
   m = megatron({{1, -3, 2}}, 3);
   expect_mentions(error_for(m),
-                  {dir.path("bad.bin"), "token 1 (byte offset 2) is -3", "[0, 2^31)"});
+                  {dir.file("bad.bin"), "token 1 (byte offset 2) is -3", "[0, 2^31)"});
   m = megatron({}, 8, {});
-  expect_mentions(error_for(m), {"'" + dir.path("bad") + "'", "holds no tokens"});
+  expect_mentions(error_for(m), {"'" + dir.file("bad") + "'", "holds no tokens"});
 }
 
 // ---- documents ------------------------------------------------------------------------------
@@ -542,8 +515,8 @@ TEST(Corpus, ValPathIsAWholeSeparateSource) {
   TempDir dir;
   dir.write("c_train_000000.bin", llmc_shard({1, 2, 3, 4, 5, 6, 7, 8, 9, 10}));
   dir.write("c_val_000000.bin", llmc_shard({300, 301, 302, 303}));
-  const Corpus c = load_corpus(DataFormat::llmc, dir.path("c_train_*.bin"),
-                               dir.path("c_val_*.bin"), 0.5);  // val_fraction unused
+  const Corpus c = load_corpus(DataFormat::llmc, dir.file("c_train_*.bin"),
+                               dir.file("c_val_*.bin"), 0.5);  // val_fraction unused
   EXPECT_EQ(c.train_end, 10);
   EXPECT_EQ(c.val_begin, 0);
   EXPECT_EQ(all_tokens(c.val), std::vector<int32_t>({300, 301, 302, 303}));
@@ -552,11 +525,11 @@ TEST(Corpus, ValPathIsAWholeSeparateSource) {
   EXPECT_EQ(v.inputs.to_vector<int32_t>(), std::vector<int32_t>({300, 301, 302}));
 
   // Without val_path: the last fraction of the same shards.
-  const Corpus d = load_corpus(DataFormat::llmc, dir.path("c_train_*.bin"), "", 0.3);
+  const Corpus d = load_corpus(DataFormat::llmc, dir.file("c_train_*.bin"), "", 0.3);
   EXPECT_EQ(d.train_end, 7);
   EXPECT_EQ(d.val_begin, 7);
   EXPECT_EQ(d.val.size(), 10);
-  const Corpus none = load_corpus(DataFormat::llmc, dir.path("c_train_*.bin"), "", 0.0);
+  const Corpus none = load_corpus(DataFormat::llmc, dir.file("c_train_*.bin"), "", 0.0);
   EXPECT_FALSE(none.has_validation());
 }
 
@@ -624,7 +597,7 @@ TEST(TextToShards, ScriptOutputReadsBackAsTheText) {
   Rng rng(3);
   for (auto& b : text) b = uint8_t(rng.next_u64() >> 56);
   const auto input = dir.write("in.txt", text);
-  const std::string prefix = dir.path("out/sh");
+  const std::string prefix = dir.file("out/sh");
   const std::string cmd = "python3 scripts/text_to_shards.py " + input + " " + prefix +
                           " --val-fraction 0.2 --shard-tokens 700 > /dev/null 2>&1";
   ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
