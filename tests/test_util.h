@@ -9,6 +9,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <fstream>
+#include <iterator>
 #include <string>
 #include <vector>
 
@@ -85,6 +87,18 @@ inline void expect_gradcheck(const GradFn& f, const std::vector<Tensor>& inputs)
     EXPECT_GT(r.numeric_norm, 0.0) << r.input << " has a zero gradient: the check is vacuous\n"
                                    << report(results);
   }
+}
+
+// A file's whole contents ("" when it cannot be read).
+inline std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+// Fails the test, showing both, unless `message` contains `part`.
+inline void expect_contains(const std::string& message, const std::string& part) {
+  EXPECT_NE(message.find(part), std::string::npos)
+      << "message: " << message << "\nexpected it to contain: " << part;
 }
 
 // The message of the remoe::Error that `fn` throws; fails the test if it throws none.

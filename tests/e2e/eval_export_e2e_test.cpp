@@ -23,11 +23,6 @@ std::string temp_path(const std::string& name) {
   return p.string();
 }
 
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-
 struct Outcome {
   int status;
   std::string out, err;

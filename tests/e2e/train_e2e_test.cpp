@@ -450,11 +450,6 @@ TEST(BadInputFiles, EmptyDataFileAndMissingConfig) {
 
 extern "C" char** environ;
 
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-
 std::vector<nlohmann::json> metric_lines(const std::string& run_dir) {
   std::ifstream in(fs::path(run_dir) / "metrics.jsonl");
   std::vector<nlohmann::json> lines;
@@ -516,8 +511,8 @@ class Remoe {
     return status;
   }
   bool running() const { return ::waitpid(pid_, nullptr, WNOHANG) == 0; }
-  std::string out() const { return slurp(out_); }
-  std::string err() const { return slurp(err_); }
+  std::string out() const { return read_file(out_); }
+  std::string err() const { return read_file(err_); }
 
  private:
   std::string out_, err_;

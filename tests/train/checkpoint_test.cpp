@@ -19,18 +19,10 @@ namespace remoe::train {
 namespace {
 
 namespace fs = std::filesystem;
+using test::expect_contains;
+using test::read_file;
 using test::error_of;
 using test::TempDir;
-
-void expect_contains(const std::string& message, const std::string& part) {
-  EXPECT_NE(message.find(part), std::string::npos)
-      << "message: " << message << "\nexpected it to contain: " << part;
-}
-
-std::string read_bytes(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
 
 void write_bytes(const std::string& path, const std::string& bytes) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
@@ -106,7 +98,7 @@ TEST(Safetensors, ParsesAFileHeldInMemoryAsTheFileReaderDoes) {
   TempDir dir;
   const auto tensors = sample_tensors();
   save_safetensors(dir.file("t.safetensors"), tensors, {{"format", "pt"}});
-  const std::string bytes = read_bytes(dir.file("t.safetensors"));
+  const std::string bytes = read_file(dir.file("t.safetensors"));
   std::map<std::string, std::string> metadata{{"stale", "entry"}};
   expect_same_tensors(parse_safetensors(bytes, "in memory", &metadata), tensors);
   EXPECT_EQ(metadata, (std::map<std::string, std::string>{{"format", "pt"}}));
@@ -149,7 +141,7 @@ TEST(Safetensors, RawLayoutIsTheDocumentedFormat) {
                     named(Tensor::from_vector<int32_t>({}, {258}), "b"),
                     named(Tensor::from_vector<bf16>({1, 1}, {bf16{0x3f80}}), "c")},
                    {{"who", "remoe"}});
-  const std::string bytes = read_bytes(path);
+  const std::string bytes = read_file(path);
   ASSERT_GE(bytes.size(), 8u);
   uint64_t n = 0;
   for (int i = 7; i >= 0; --i) n = (n << 8) | uint8_t(bytes[size_t(i)]);
@@ -184,7 +176,7 @@ TEST(Safetensors, RawLayoutIsTheDocumentedFormat) {
 
   // Also check the F64 dtype string.
   save_safetensors(path, {named(Tensor::zeros({1}, DType::f64), "d")});
-  const std::string b2 = read_bytes(path);
+  const std::string b2 = read_file(path);
   EXPECT_NE(b2.find("\"dtype\":\"F64\""), std::string::npos) << b2;
   // Without caller metadata the header still carries {"format": "pt"}, first.
   EXPECT_NE(b2.find("{\"__metadata__\":{\"format\":\"pt\"},"), std::string::npos) << b2;
@@ -449,7 +441,7 @@ TEST(Checkpoint, SaveLoadRoundTrip) {
   EXPECT_EQ(fs::file_size(fs::path(dir) / "COMPLETE"), 0u);
   EXPECT_FALSE(fs::exists(run.path() / "checkpoints" / "step_00000042.tmp"));
 
-  const std::string text = read_bytes((fs::path(dir) / "state.json").string());
+  const std::string text = read_file((fs::path(dir) / "state.json").string());
   EXPECT_NE(text.find("\n  \"lambda\""), std::string::npos) << "pretty JSON expected: " << text;
   const auto on_disk = nlohmann::json::parse(text);
   EXPECT_EQ(on_disk["step"], 42);

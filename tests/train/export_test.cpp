@@ -20,18 +20,10 @@ namespace remoe::train {
 namespace {
 
 namespace fs = std::filesystem;
+using test::expect_contains;
+using test::read_file;
 using test::error_of;
 using test::TempDir;
-
-void expect_contains(const std::string& message, const std::string& part) {
-  EXPECT_NE(message.find(part), std::string::npos)
-      << "message: " << message << "\nexpected it to contain: " << part;
-}
-
-std::string read_text(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
 
 std::vector<float> floats(const Tensor& t) { return t.to_vector<float>(); }
 
@@ -132,7 +124,7 @@ void expect_hf_weights(const std::string& file, const model::Transformer& m) {
   }
 }
 
-nlohmann::json read_json(const std::string& path) { return nlohmann::json::parse(read_text(path)); }
+nlohmann::json read_json(const std::string& path) { return nlohmann::json::parse(read_file(path)); }
 
 TEST(Export, ReluMoeIsMixtralWithEveryExpertAndAWarning) {
   TempDir dir;
@@ -173,7 +165,7 @@ TEST(Export, ReluMoeIsMixtralWithEveryExpertAndAWarning) {
   EXPECT_EQ(info["lambda"], 0.25);
   EXPECT_EQ(info["granularity"], 1);
 
-  const std::string readme = read_text(dir.file("hf/README.md"));
+  const std::string readme = read_file(dir.file("hf/README.md"));
   expect_contains(readme, "MixtralForCausalLM");
   expect_contains(readme, "Tokenizer: bytes");
   expect_contains(readme, "encode(\"utf-8\")");
@@ -196,7 +188,7 @@ TEST(Export, DenseIsLlamaAndMatchesHf) {
   EXPECT_FALSE(j.contains("num_local_experts"));
   EXPECT_EQ(j["remoe"]["ffn"], "dense");
   EXPECT_EQ(j["remoe"]["hf_forward_matches"], true);
-  expect_contains(read_text(dir.file("hf/README.md")), "Yes, up to float rounding");
+  expect_contains(read_file(dir.file("hf/README.md")), "Yes, up to float rounding");
 }
 
 TEST(Export, TopKWarnsUnlessRenormalisedOrEveryExpertIsActive) {
@@ -357,7 +349,7 @@ TEST(Eval, DumpLogitsWritesTheFirstWindowAndASidecar) {
   o.dump_logits = dir.file("logits.bin");
   evaluate_checkpoint(dir.file("run"), o);
 
-  const std::string raw = read_text(o.dump_logits);
+  const std::string raw = read_file(o.dump_logits);
   ASSERT_EQ(raw.size(), size_t(8 * 256 * 4));
   std::vector<float> dumped(8 * 256);
   std::memcpy(dumped.data(), raw.data(), raw.size());

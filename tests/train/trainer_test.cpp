@@ -27,12 +27,8 @@ namespace remoe::train {
 namespace {
 
 namespace fs = std::filesystem;
+using test::expect_contains;
 using test::error_of;
-
-void expect_contains(const std::string& message, const std::string& part) {
-  EXPECT_NE(message.find(part), std::string::npos)
-      << "message: " << message << "\nexpected it to contain: " << part;
-}
 
 std::vector<nlohmann::json> metric_lines(const fs::path& path) {
   std::ifstream in(path);
