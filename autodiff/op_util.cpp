@@ -1,5 +1,7 @@
 #include "autodiff/op_util.h"
 
+#include "autodiff/device.h"
+
 namespace remoe::ops::detail {
 
 std::string describe(const Arg& a) {
@@ -36,6 +38,20 @@ void check_same(const char* op, std::initializer_list<Arg> args) {
 void check_dim(const char* op, const Arg& a, int64_t i, int64_t expected, const char* what) {
   REMOE_CHECK(a.t.dim(i) == expected, op, ": ", a.name, " ", shape_str(a.t.shape()), " has ",
               a.t.dim(i), " at dim ", i, ", expected ", expected, " (", what, ")");
+}
+
+cudaStream_t stream() { return static_cast<cudaStream_t>(device::cuda_stream()); }
+
+void fail_no_cuda(const char* op) {
+  REMOE_FAIL(op, ": remoe was built without the CUDA backend, so no tensor can be on the GPU");
+}
+
+void check_ids(const char* op, const char* what, const Tensor& ids, int64_t n, bool allow_ignore) {
+  const std::vector<int32_t> host = ids.to_vector<int32_t>();
+  for (size_t t = 0; t < host.size(); ++t)
+    REMOE_CHECK((host[t] >= 0 && host[t] < n) || (allow_ignore && host[t] == -1), op, ": ", what,
+                " ", host[t], " at position ", t, " is outside [0, ", n, ")",
+                allow_ignore ? " and is not -1 (ignore)" : "");
 }
 
 void check_cpu(const char* op, std::initializer_list<Arg> args) {

@@ -6,6 +6,7 @@
 
 #include "autodiff/tape.h"
 #include "autodiff/tensor.h"
+#include "kernels/stream.h"
 
 namespace remoe::ops::detail {
 
@@ -24,8 +25,29 @@ void check_dtype(const char* op, const Arg& a, DType dtype);
 void check_same(const char* op, std::initializer_list<Arg> args);
 // The dimension of `a` at `i` equals `expected`, which `what` describes ("d_model of w").
 void check_dim(const char* op, const Arg& a, int64_t i, int64_t expected, const char* what);
-// Until the CUDA backend lands every op runs on the CPU; this names the op that has no kernel.
+// For the ops that have no CUDA kernel yet: names the op and the GPU argument.
 void check_cpu(const char* op, std::initializer_list<Arg> args);
+
+// ids: 1-D i32 token ids (or targets) in [0, n), or −1 when allow_ignore; errors name the op,
+// the value and its position ("target 7 at position 1 …"), `what` being "id" or "target". On
+// the GPU the ids are read back (T int32, one synchronisation).
+void check_ids(const char* op, const char* what, const Tensor& ids, int64_t n, bool allow_ignore);
+
+// --- device dispatch ----------------------------------------------------------------------
+// An op runs where its first tensor argument lives (check_same keeps the others there too):
+//   if (on_gpu(x)) dispatch_cuda(op, x.dtype(), [&](auto tag) { cuda::…(…, stream()); });
+//   else dispatch_float(op, x.dtype(), [&](auto tag) { cpu::…(…); });
+// The CUDA branch is a generic lambda that only a CUDA build instantiates, so the op layer
+// needs no #ifdef and a CPU-only build links no CUDA launcher.
+inline bool on_gpu(const Tensor& t) { return t.device() == Device::cuda; }
+cudaStream_t stream();  // remoe's stream (device::cuda_stream)
+[[noreturn]] void fail_no_cuda(const char* op);
+
+// The typed pointer a kernel takes, on either device.
+template <typename T>
+T* ptr(const Tensor& t) {
+  return t.device() == Device::cpu ? t.data<T>() : t.cuda_data<T>();
+}
 
 // A buffer for the gradient of x when x requires grad, else an undefined tensor; with
 // data_or_null, a backward rule passes nullptr for the gradients nobody needs (kernels skip
@@ -35,7 +57,7 @@ inline Tensor grad_buffer(const Tensor& x) {
 }
 template <typename T>
 T* data_or_null(const Tensor& t) {
-  return t.defined() ? t.data<T>() : nullptr;
+  return t.defined() ? ptr<T>(t) : nullptr;
 }
 
 // Calls f(T{}) with T = float or double from a runtime dtype; anything else is an error.
@@ -48,6 +70,49 @@ void dispatch_float(const char* op, DType dtype, F&& f) {
       REMOE_FAIL(op, ": dtype ", dtype_name(dtype),
                  " is not supported by the CPU kernels (f32 and f64 are; cast bf16 first)");
   }
+}
+
+// Calls f(T{}) with T = float or bf16, the CUDA kernels' storage types.
+template <typename F>
+void dispatch_cuda(const char* op, DType dtype, F&& f) {
+#ifdef REMOE_CUDA
+  switch (dtype) {
+    case DType::f32: f(float{}); return;
+    case DType::bf16: f(bf16{}); return;
+    default:
+      REMOE_FAIL(op, ": dtype ", dtype_name(dtype),
+                 " is not supported by the CUDA kernels (f32 and bf16 are)");
+  }
+#else
+  (void)dtype, (void)f;
+  fail_no_cuda(op);
+#endif
+}
+
+// Calls f(0) in a CUDA build, for the launchers that take no float type (a generic lambda,
+// as above, so that a CPU-only build does not reference them).
+template <typename F>
+void run_cuda(const char* op, F&& f) {
+#ifdef REMOE_CUDA
+  (void)op;
+  f(0);
+#else
+  (void)f;
+  fail_no_cuda(op);
+#endif
+}
+
+// The same for the kernels that run in f32 only (router, losses, attention, optimizer).
+template <typename F>
+void dispatch_cuda_f32(const char* op, DType dtype, F&& f) {
+#ifdef REMOE_CUDA
+  REMOE_CHECK(dtype == DType::f32, op, ": dtype ", dtype_name(dtype),
+              " is not supported by the CUDA kernel (f32 only)");
+  f(float{});
+#else
+  (void)dtype, (void)f;
+  fail_no_cuda(op);
+#endif
 }
 
 }  // namespace remoe::ops::detail

@@ -127,6 +127,15 @@ T* Tensor::data() const {
 }
 
 template <typename T>
+T* Tensor::cuda_data() const {
+  REMOE_CHECK(dtype() == dtype_of<T>(), "Tensor::cuda_data: tensor ", shape_str(shape()), " is ",
+              dtype_name(dtype()), ", accessed as ", dtype_name(dtype_of<T>()));
+  REMOE_CHECK(device() == Device::cuda, "Tensor::cuda_data: tensor ", shape_str(shape()),
+              " lives on the CPU; copy it with .to(Device::cuda) first");
+  return static_cast<T*>(raw());
+}
+
+template <typename T>
 std::vector<T> Tensor::to_vector() const {
   REMOE_CHECK(dtype() == dtype_of<T>(), "Tensor::to_vector: tensor is ", dtype_name(dtype()),
               ", read as ", dtype_name(dtype_of<T>()));
@@ -154,6 +163,13 @@ Tensor Tensor::to(Device target) const {
 }
 
 Tensor Tensor::clone() const { return to(device()); }
+
+void Tensor::move_to(Device target) const {
+  if (target == device()) return;
+  REMOE_CHECK(!impl_->grad, "Tensor::move_to: tensor '", name(), "' ", shape_str(shape()),
+              " has a gradient; move it before the first backward pass");
+  impl_->storage = to(target).impl_->storage;
+}
 
 bool Tensor::same_storage(const Tensor& other) const {
   return defined() && other.defined() && impl_->storage == other.impl_->storage;
@@ -195,6 +211,12 @@ Tensor& Tensor::set_name(std::string name) {
 Tensor make_view(const Tensor& t, const Shape& shape) {
   REMOE_CHECK(shape_numel(shape) == t.numel(), "reshape: cannot view ", shape_str(t.shape()),
               " (", t.numel(), " elements) as ", shape_str(shape));
+  return prefix_view(t, shape);
+}
+
+Tensor prefix_view(const Tensor& t, const Shape& shape) {
+  REMOE_CHECK(shape_numel(shape) <= t.numel(), "prefix_view: ", shape_str(shape), " needs ",
+              shape_numel(shape), " elements, more than ", shape_str(t.shape()), " holds");
   auto impl = std::make_shared<TensorImpl>();
   impl->shape = shape;
   impl->dtype = t.dtype();
@@ -205,6 +227,7 @@ Tensor make_view(const Tensor& t, const Shape& shape) {
 #define REMOE_TENSOR_TYPED(T)                                                   \
   template Tensor Tensor::from_vector<T>(const Shape&, const std::vector<T>&); \
   template T* Tensor::data<T>() const;                                         \
+  template T* Tensor::cuda_data<T>() const;                                    \
   template std::vector<T> Tensor::to_vector<T>() const;
 REMOE_TENSOR_TYPED(float)
 REMOE_TENSOR_TYPED(double)

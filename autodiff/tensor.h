@@ -77,6 +77,8 @@ class Tensor {
 
   // Typed access to CPU data; checks the dtype and the device.
   template <typename T> T* data() const;
+  // Typed access to GPU data for the CUDA launchers; checks the dtype and the device.
+  template <typename T> T* cuda_data() const;
   void* raw() const;
 
   // Host copies for tests and readbacks (any device).
@@ -84,6 +86,9 @@ class Tensor {
   double item() const;  // a one-element tensor's value, as double
 
   Tensor to(Device device) const;  // a copy on `device` (no autodiff)
+  // Moves the data to `device` in place, so every handle to this tensor sees it there (views
+  // made earlier do not follow). For leaves without a gradient: parameters and optimizer state.
+  void move_to(Device device) const;
   Tensor clone() const;            // a copy with its own storage (no autodiff)
   bool same_storage(const Tensor& other) const;
 
@@ -117,5 +122,8 @@ struct TensorImpl {
 // A tensor sharing `t`'s storage with another shape of the same element count (no autodiff:
 // ops::reshape is the differentiable view).
 Tensor make_view(const Tensor& t, const Shape& shape);
+// A tensor over the first shape_numel(shape) elements of `t`'s storage, at most t.numel()
+// (no autodiff): a buffer sized for the worst case, cut to what a kernel wrote.
+Tensor prefix_view(const Tensor& t, const Shape& shape);
 
 }  // namespace remoe

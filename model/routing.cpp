@@ -2,6 +2,7 @@
 
 #include <type_traits>
 
+#include "autodiff/device.h"
 #include "kernels/check.h"
 
 namespace remoe::model {
@@ -17,7 +18,7 @@ Routed route(const Tensor& x, const Tensor& router_w, const ModelConfig& c, doub
                 " tokens (moe_forward's RouteContext::ids), got ",
                 ctx.ids.defined() ? shape_str(ctx.ids.shape()) : std::string("none"));
     out.routing = ops::hash_router(ctx.ids, n_experts, k, x.dtype());
-    out.aux = Tensor::zeros({}, x.dtype());
+    out.aux = Tensor::zeros({}, x.dtype(), x.device());
     out.routed = n_tokens * k;
     return out;
   }
@@ -37,7 +38,7 @@ Routed route(const Tensor& x, const Tensor& router_w, const ModelConfig& c, doub
     case RouterKind::expert_choice: {
       const double factor = c.capacity_factor > 0 ? c.capacity_factor : 1.0;
       r = ops::expert_choice_router(logits, ops::expert_capacity(n_tokens, k, n_experts, factor));
-      out.aux = Tensor::zeros({}, x.dtype());  // every expert takes C tokens: balanced already
+      out.aux = Tensor::zeros({}, x.dtype(), x.device());  // every expert takes C tokens: balanced already
       break;
     }
     case RouterKind::hash: break;  // above
@@ -73,6 +74,8 @@ void update_expert_bias(RouterState& state, const std::vector<std::vector<double
               counts.size(), " layers for ", state.bias.size(), " bias tensors");
   for (size_t l = 0; l < counts.size(); ++l) {
     Tensor& b = state.bias[l];
+    // The rule runs on the host (E numbers); a GPU bias is read and written back.
+    const Tensor host = b.device() == Device::cpu ? b : b.to(Device::cpu);
     const int64_t n = b.numel();
     REMOE_CHECK(int64_t(counts[l].size()) == n, "update_expert_bias: layer ", l, " has ",
                 counts[l].size(), " counts for ", n, " experts");
@@ -85,8 +88,9 @@ void update_expert_bias(RouterState& state, const std::vector<std::vector<double
         p[e] = T(double(p[e]) + rate * double((diff > 0) - (diff < 0)));
       }
     };
-    if (b.dtype() == DType::f64) step(b.data<double>());
-    else step(b.data<float>());
+    if (b.dtype() == DType::f64) step(host.data<double>());
+    else step(host.data<float>());
+    if (!host.same_storage(b)) device::copy(b.raw(), b.device(), host.raw(), Device::cpu, b.nbytes());
   }
 }
 

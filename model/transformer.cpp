@@ -82,6 +82,11 @@ Transformer::Transformer(const ModelConfig& config, uint64_t seed, DType dtype,
   router_state_ = initial_router_state(c, dtype_);
 }
 
+void Transformer::to(Device device) {
+  for (const Tensor& p : params_) p.move_to(device);
+  for (const Tensor& b : router_state_.bias) b.move_to(device);
+}
+
 Tensor Transformer::attention_block(const Tensor& x, const Layer& l, int64_t batch,
                                     int64_t seq) const {
   const auto& c = config_;
@@ -100,7 +105,7 @@ ForwardOutput Transformer::forward(const Tensor& ids, int64_t batch, int64_t seq
               shape_str(ids.shape()), " should hold batch · seq = ", batch, " · ", seq, " tokens");
   const auto& c = config_;
   ForwardOutput out;
-  out.aux = Tensor::zeros({}, dtype_);
+  out.aux = Tensor::zeros({}, dtype_, device());
   Tensor x = ops::embedding(ids, embedding_);
   for (size_t i = 0; i < layers_.size(); ++i) {
     const Layer& l = layers_[i];

@@ -47,7 +47,14 @@ class Transformer {
   Transformer(const ModelConfig& config, uint64_t seed, DType dtype = DType::f32,
               dist::ExpertParallel ep = {});
 
-  // ids: (T) i32 with T = batch · seq. lambda scales ReLU routing's regulariser.
+  // Moves every parameter and the router state to `device` (in place: the handles parameters()
+  // returned see it). The model is built on the CPU, from the same draws on any device, so a
+  // GPU model starts from the CPU model's weights.
+  void to(Device device);
+  Device device() const { return embedding_.device(); }
+
+  // ids: (T) i32 with T = batch · seq, on the model's device. lambda scales ReLU routing's
+  // regulariser.
   ForwardOutput forward(const Tensor& ids, int64_t batch, int64_t seq, double lambda) const;
 
   const ModelConfig& config() const { return config_; }

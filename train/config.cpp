@@ -1,5 +1,7 @@
 #include "train/config.h"
 
+#include "autodiff/device.h"
+
 #include <algorithm>
 #include <array>
 #include <charconv>
@@ -32,12 +34,14 @@ constexpr std::array<std::string_view, 4> kRouterNames{"relu", "topk", "expert_c
 constexpr std::array<std::string_view, 2> kDropPolicyNames{"probs", "position"};
 constexpr std::array<std::string_view, 2> kL1Names{"load_balanced", "plain"};
 constexpr std::array<std::string_view, 3> kDataFormatNames{"text", "llmc", "megatron"};
+constexpr std::array<std::string_view, 3> kDeviceNames{"auto", "cpu", "cuda"};
 
 std::span<const std::string_view> names(FfnKind) { return kFfnNames; }
 std::span<const std::string_view> names(RouterKind) { return kRouterNames; }
 std::span<const std::string_view> names(L1Kind) { return kL1Names; }
 std::span<const std::string_view> names(DropPolicy) { return kDropPolicyNames; }
 std::span<const std::string_view> names(DataFormat) { return kDataFormatNames; }
+std::span<const std::string_view> names(DeviceChoice) { return kDeviceNames; }
 
 enum class Type { integer, unsigned_integer, floating, boolean, string, choice };
 
@@ -165,6 +169,8 @@ const std::vector<Option>& options() {
       option<&C::batch_size>("train.batch_size", "sequences per micro-batch"),
       option<&C::seq_len>("train.seq_len", "tokens per sequence"),
       option<&C::grad_accum>("train.grad_accum", "micro-batches per optimizer step"),
+      option<&C::device>("train.device",
+                         "where to compute: auto (the GPU when there is one), cpu or cuda"),
       option<&C::max_skips>("train.max_skips",
                             "non-finite steps in a row (skipped) before the run stops"),
 
@@ -641,6 +647,20 @@ void TrainConfig::validate() const {
               "dist.bucket_mb must be positive and finite, got ", bucket_mb);
   REMOE_CHECK(!run_dir.empty(), "log.run_dir must not be empty");
   REMOE_CHECK(log_every >= 1, "log.every must be at least 1, got ", log_every);
+}
+
+Device resolve_device(DeviceChoice choice) {
+  if (choice == DeviceChoice::cpu) return Device::cpu;
+  if (choice == DeviceChoice::cuda) {
+    REMOE_CHECK(device::cuda_built(), "train.device = \"cuda\", but remoe was built without the ",
+                "CUDA backend (configure with -Dcuda=enabled on a machine with nvcc), or use ",
+                "train.device = \"cpu\"");
+    REMOE_CHECK(device::cuda_available(), "train.device = \"cuda\", but no CUDA device is ",
+                "visible (cudaGetDeviceCount; check CUDA_VISIBLE_DEVICES), or use train.device ",
+                "= \"cpu\"");
+    return Device::cuda;
+  }
+  return device::cuda_available() ? Device::cuda : Device::cpu;
 }
 
 void TrainConfig::validate_world(int world_size) const {

@@ -11,10 +11,17 @@
 #include <utility>
 #include <vector>
 
+#include "autodiff/tensor.h"
 #include "model/config.h"
 #include "train/token_source.h"
 
 namespace remoe::train {
+
+// train.device: "auto" takes the GPU when remoe was built with CUDA and one is visible.
+enum class DeviceChoice { auto_, cpu, cuda };
+
+// The device a run computes on; "cuda" without a usable GPU is an error saying why.
+Device resolve_device(DeviceChoice choice);
 
 struct TrainConfig {
   model::ModelConfig model;  // [model]
@@ -33,6 +40,7 @@ struct TrainConfig {
   int64_t seq_len = 256;
   int64_t grad_accum = 1;     // micro-batches per optimizer step
   int64_t max_skips = 5;      // consecutive non-finite steps before the run stops
+  DeviceChoice device = DeviceChoice::auto_;  // where the run computes (train.device)
 
   // [optim] AdamW, linear warmup then cosine decay to min_lr (REMOE_SPEC §5)
   double lr = 5e-4;

@@ -58,6 +58,12 @@ WindowStarts window_starts(const TokenSource& source, int64_t begin, int64_t end
 struct Batch {
   Tensor inputs;   // (B·S) i32: tokens w[0..S) of each window, window after window
   Tensor targets;  // (B·S) i32: tokens w[1..S]
+
+  // The batch on `device` (itself when it is there already).
+  Batch to(Device device) const {
+    if (inputs.device() == device) return *this;
+    return {inputs.to(device), targets.to(device)};
+  }
 };
 
 // Windows of S + 1 tokens starting uniformly over the split's window starts (without documents

@@ -6,13 +6,11 @@
 
 namespace remoe::train {
 
-namespace {
 std::vector<double> as_doubles(const Tensor& t) {
   if (t.dtype() == DType::f64) return t.to_vector<double>();
   const auto f = t.to_vector<float>();
   return {f.begin(), f.end()};
 }
-}  // namespace
 
 void save_router_state(nlohmann::json& state, const model::RouterState& router) {
   if (router.bias.empty()) return;

@@ -11,6 +11,9 @@
 
 namespace remoe::train {
 
+// An f32 or f64 tensor's values as doubles, read from any device.
+std::vector<double> as_doubles(const Tensor& t);
+
 // Adds "router_bias" to `state` when the model has biases.
 void save_router_state(nlohmann::json& state, const model::RouterState& router);
 

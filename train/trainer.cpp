@@ -171,7 +171,8 @@ double evaluate(const model::Transformer& model, const Corpus& corpus, const Tra
     const bool counts = i < c.eval_batches;
     const Batch b = fixed_batch(corpus.val, corpus.val_begin, corpus.val.size(), c.seq_len,
                                 c.batch_size, counts ? i : 0, c.eval_batches, "validation",
-                                c.within_documents);
+                                c.within_documents)
+                        .to(model.device());
     const model::ForwardOutput out = model.forward(b.inputs, c.batch_size, c.seq_len, 0.0);
     const double loss = ops::cross_entropy(out.logits, b.targets).item();
     if (counts) total += loss;
@@ -405,6 +406,13 @@ RunResult run_training(const TrainConfig& config_in, dist::Communicator& comm,
       std::printf("resuming from %s (step %lld, λ %.3e)\n", ck.dir.c_str(), (long long)start,
                   lambda.lambda);
   }
+  // Built, restored and sharded on the CPU; then the run moves to its device (train.device).
+  const Device device = resolve_device(c.device);
+  REMOE_CHECK(!(zero && device == Device::cuda), "dist.zero1 runs on the CPU only for now: set ",
+              "dist.zero1 = false or train.device = \"cpu\"");
+  model.to(device);
+  for (const Tensor& t : optim.state()) t.move_to(device);
+
   const fs::path metrics_path = fs::path(c.run_dir) / "metrics.jsonl";
   std::ofstream metrics;
   std::optional<EventWriter> tensorboard;
@@ -425,8 +433,9 @@ RunResult run_training(const TrainConfig& config_in, dist::Communicator& comm,
     if (c.tensorboard) tensorboard.emplace((fs::path(c.run_dir) / "tb").string(), start + 1);
 
     std::printf("%s\n", to_toml(c).c_str());  // the resolved config, as saved in config.toml
-    std::printf("remoe train: %s, %lld params (%lld active), %lld steps of %s%lld×%lld×%lld tokens\n",
-                c.data_path.c_str(), (long long)model.n_params(), (long long)model.n_active_params(),
+    const std::string where = device == Device::cuda ? "the GPU (" + device::cuda_device_name() + ")" : "the CPU";
+    std::printf("remoe train: %s on %s, %lld params (%lld active), %lld steps of %s%lld×%lld×%lld tokens\n",
+                c.data_path.c_str(), where.c_str(), (long long)model.n_params(), (long long)model.n_active_params(),
                 (long long)c.steps, world > 1 ? str_cat(world, " ranks × ").c_str() : "",
                 (long long)c.grad_accum, (long long)c.batch_size, (long long)c.seq_len);
   }
@@ -457,7 +466,7 @@ RunResult run_training(const TrainConfig& config_in, dist::Communicator& comm,
     r.lr = learning_rate(c, step);
     r.lambda = lambda.lambda;
     model.router_state().step = step;  // the TopK warm-up's k
-    for (const Tensor& b : model.router_state().bias) r.router_bias.push_back(ops::cast(b, DType::f64).to_vector<double>());
+    for (const Tensor& b : model.router_state().bias) r.router_bias.push_back(as_doubles(b));
 
     // This rank's sums, then every rank's: [loss, aux, then per MoE layer its expert counts,
     // then per MoE layer the dropped and the routed pairs, then the z-loss]. The counts are
@@ -471,7 +480,7 @@ RunResult run_training(const TrainConfig& config_in, dist::Communicator& comm,
         sampler.skip(c.batch_size);
         continue;
       }
-      const Batch b = sampler.next(c.batch_size);
+      const Batch b = sampler.next(c.batch_size).to(device);
       const model::ForwardOutput out = model.forward(b.inputs, c.batch_size, c.seq_len, lambda.lambda);
       const Tensor ce = ops::cross_entropy(out.logits, b.targets);
       const Tensor loss = ops::scale(ops::add(ce, out.aux), 1.0 / double(micro_total));

@@ -15,7 +15,6 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v) {
   REMOE_CHECK(q.ndim() == 4 && k.ndim() == 4 && v.ndim() == 4, op,
               ": q, k and v must be 4-D (batch, seq, heads, head_dim)", shapes);
   check_same(op, {{"q", q}, {"k", k}, {"v", v}});
-  check_cpu(op, {{"q", q}, {"k", k}, {"v", v}});
   REMOE_CHECK(k.shape() == v.shape(), op, ": k and v must have the same shape", shapes);
   REMOE_CHECK(q.dim(0) == k.dim(0) && q.dim(1) == k.dim(1) && q.dim(3) == k.dim(3), op,
               ": q and k/v must agree in batch, seq and head_dim (dims 0, 1, 3)", shapes);
@@ -27,25 +26,43 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v) {
 
   const bool want_grad =
       grad_enabled() && (q.requires_grad() || k.requires_grad() || v.requires_grad());
-  Tensor out = Tensor::empty(q.shape(), q.dtype());
-  Tensor lse = want_grad ? Tensor::empty({B, Hq, S}, q.dtype()) : Tensor();
-  dispatch_float(op, q.dtype(), [&](auto tag) {
-    using T = decltype(tag);
-    cpu::attention_forward(out.data<T>(), data_or_null<T>(lse), q.data<T>(),
-                           k.data<T>(), v.data<T>(), B, S, Hq, Hkv, Dh);
-  });
+  Tensor out = Tensor::empty(q.shape(), q.dtype(), q.device());
+  Tensor lse = want_grad ? Tensor::empty({B, Hq, S}, q.dtype(), q.device()) : Tensor();
+  if (on_gpu(q)) {
+    REMOE_CHECK(Dh <= 128, op, ": the CUDA kernel takes head_dim up to 128, got ", Dh, shapes);
+    dispatch_cuda_f32(op, q.dtype(), [&](auto) {
+      cuda::attention_forward(out.cuda_data<float>(), data_or_null<float>(lse),
+                              q.cuda_data<float>(), k.cuda_data<float>(), v.cuda_data<float>(), B,
+                              S, Hq, Hkv, Dh, stream());
+    });
+  } else {
+    dispatch_float(op, q.dtype(), [&](auto tag) {
+      using T = decltype(tag);
+      cpu::attention_forward(out.data<T>(), data_or_null<T>(lse), q.data<T>(), k.data<T>(),
+                             v.data<T>(), B, S, Hq, Hkv, Dh);
+    });
+  }
   if (!want_grad) return out;
   record(op, {q, k, v}, {out}, [=] {
     const Tensor dout = out.grad();
     Tensor dq = grad_buffer(q);
     Tensor dk = grad_buffer(k);
     Tensor dv = grad_buffer(v);
-    dispatch_float(op, q.dtype(), [&](auto tag) {
-      using T = decltype(tag);
-      cpu::attention_backward(data_or_null<T>(dq), data_or_null<T>(dk), data_or_null<T>(dv), dout.data<T>(), q.data<T>(),
-                              k.data<T>(), v.data<T>(), out.data<T>(), lse.data<T>(), B, S, Hq,
-                              Hkv, Dh);
-    });
+    if (on_gpu(q))
+      dispatch_cuda_f32(op, q.dtype(), [&](auto) {
+        cuda::attention_backward(data_or_null<float>(dq), data_or_null<float>(dk),
+                                 data_or_null<float>(dv), dout.cuda_data<float>(),
+                                 q.cuda_data<float>(), k.cuda_data<float>(), v.cuda_data<float>(),
+                                 out.cuda_data<float>(), lse.cuda_data<float>(), B, S, Hq, Hkv,
+                                 Dh, stream());
+      });
+    else
+      dispatch_float(op, q.dtype(), [&](auto tag) {
+        using T = decltype(tag);
+        cpu::attention_backward(data_or_null<T>(dq), data_or_null<T>(dk), data_or_null<T>(dv),
+                                dout.data<T>(), q.data<T>(), k.data<T>(), v.data<T>(),
+                                out.data<T>(), lse.data<T>(), B, S, Hq, Hkv, Dh);
+      });
     if (dq.defined()) accumulate_grad(q, dq);
     if (dk.defined()) accumulate_grad(k, dk);
     if (dv.defined()) accumulate_grad(v, dv);

@@ -7,6 +7,7 @@ using namespace detail;
 Routing expert_choice_router(const Tensor& logits, int64_t capacity) {
   constexpr const char* op = "expert_choice_router";
   check_logits(op, logits);
+  check_cpu(op, {{"logits", logits}});
   const int64_t n_tokens = logits.dim(0), n_experts = logits.dim(1);
   REMOE_CHECK(capacity >= 0, op, ": capacity must be >= 0, got ", capacity, " (logits ",
               shape_str(logits.shape()), ")");

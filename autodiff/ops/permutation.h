@@ -7,9 +7,10 @@
 
 namespace remoe::ops::detail {
 
-// The tensors are defined CPU i32 of shapes expert_offsets (E + 1), token_index (N),
-// row_of (T, E) with N = n_rows; offsets run from 0 to N without decreasing, token_index
-// lies in [0, T) and row_of in [−1, N).
+// The tensors are defined i32 on one device, of shapes expert_offsets (E + 1), token_index (N),
+// row_of (T, E) with N = n_rows; on the CPU also their values: offsets run from 0 to N without
+// decreasing, token_index lies in [0, T) and row_of in [−1, N). (On the GPU the values would
+// need a readback per op; ops::permute made them there, and nothing else writes them.)
 void check_permutation(const char* op, const Permutation& perm);
 
 }  // namespace remoe::ops::detail

@@ -7,6 +7,7 @@ using namespace detail;
 Tensor z_loss(const Tensor& logits, double coeff) {
   constexpr const char* op = "z_loss";
   check_logits(op, logits);
+  check_cpu(op, {{"logits", logits}});
   const int64_t n_tokens = logits.dim(0), n_experts = logits.dim(1);
 
   Tensor loss = Tensor::empty({}, logits.dtype());

@@ -8,6 +8,7 @@
 #include <set>
 #include <sstream>
 
+#include "autodiff/device.h"
 #include "tests/test_util.h"
 
 namespace remoe::train {
@@ -137,6 +138,25 @@ TEST(Config, EnumValuesMapToTheirEnumerators) {
   EXPECT_EQ(c.model.ffn, model::FfnKind::dense);
   EXPECT_EQ(c.model.router, model::RouterKind::relu);
   EXPECT_EQ(c.model.l1, model::L1Kind::load_balanced);
+}
+
+// train.device: parsed; "cuda" where no GPU can be used is refused saying why; "auto" takes
+// the GPU only when one is visible.
+TEST(Config, TrainDeviceChoices) {
+  EXPECT_EQ(parse(kMinimal).device, DeviceChoice::auto_);
+  EXPECT_EQ(parse(std::string(kMinimal) + "[train]\ndevice = \"cpu\"\n").device, DeviceChoice::cpu);
+  EXPECT_EQ(parse(kMinimal, {"--train.device=cuda"}).device, DeviceChoice::cuda);
+  const std::string bad = parse_error(std::string(kMinimal) + "[train]\ndevice = \"gpu\"\n");
+  EXPECT_TRUE(has(bad, "train.device"));
+  EXPECT_TRUE(has(bad, "cuda"));
+  EXPECT_EQ(resolve_device(DeviceChoice::cpu), Device::cpu);
+  EXPECT_EQ(resolve_device(DeviceChoice::auto_),
+            device::cuda_available() ? Device::cuda : Device::cpu);
+  if (device::cuda_available()) return;
+  const std::string msg = error_of([] { resolve_device(DeviceChoice::cuda); });
+  EXPECT_TRUE(has(msg, "train.device = \"cuda\""));
+  EXPECT_TRUE(has(msg, device::cuda_built() ? "no CUDA device is visible"
+                                            : "built without the CUDA backend"));
 }
 
 TEST(Config, AbsentKeysKeepTheirDefaults) {
@@ -466,8 +486,8 @@ TEST(Config, OptionsHelpListsEveryKeyThatToTomlWrites) {
   EXPECT_TRUE(has(help, "--data.path=STRING"));
 
   const std::vector<std::string> keys = keys_of(to_toml(TrainConfig{}));
-  // 24 model + 5 data + 6 train + 8 optim + 2 remoe + 2 eval + 3 checkpoint + 3 dist + 3 log
-  EXPECT_EQ(keys.size(), 56u);
+  // 24 model + 5 data + 7 train + 8 optim + 2 remoe + 2 eval + 3 checkpoint + 3 dist + 3 log
+  EXPECT_EQ(keys.size(), 57u);
   EXPECT_EQ(std::set<std::string>(keys.begin(), keys.end()).size(), keys.size());
   size_t lines = 0;
   for (const std::string& k : keys) {

@@ -50,6 +50,7 @@ class Sandbox {
     c.eval_batches = 1;
     c.log_every = 1000;
     c.run_dir = (dir_.path() / "run").string();
+    c.device = DeviceChoice::cpu;  // the cpu suite's runs stay on the CPU on a GPU machine too
     return c;
   }
   std::filesystem::path checkpoints() const { return dir_.path() / "run" / "checkpoints"; }

@@ -1,0 +1,113 @@
+// The whole model and the trainer on the GPU, in f32, against the CPU: the tiny model's loss
+// and every parameter's gradient, and 50 training steps whose λ trajectory must be the CPU's
+// (issue 4's acceptance). Sums run in another order on the GPU, so values agree to rounding:
+// the loss to rtol 1e-4, gradients to atol 1e-6 + rtol 1e-3 (small gradients are sums of
+// many products of both signs); λ must be equal, since it moves only by comparing S with its
+// target and the per-expert counts are integers.
+#include "autodiff/ops.h"
+#include "autodiff/random.h"
+#include "autodiff/tape.h"
+#include "model/transformer.h"
+#include "tests/gpu/gpu_test.h"
+#include "tests/train/sandbox.h"
+#include "train/trainer.h"
+
+namespace remoe::test {
+namespace {
+
+model::ModelConfig tiny_model(model::FfnKind ffn, model::RouterKind router, int64_t k) {
+  model::ModelConfig c;
+  c.vocab_size = 256;
+  c.d_model = 32;
+  c.n_layers = 2;
+  c.n_heads = 4;
+  c.n_kv_heads = 2;
+  c.d_ffn = 64;
+  c.ffn = ffn;
+  c.router = router;
+  c.n_experts = 8;
+  c.top_k = k;
+  c.init_std = 0.02;
+  return c;
+}
+
+struct Case {
+  const char* name;
+  model::FfnKind ffn;
+  model::RouterKind router;
+  int64_t k;
+};
+
+class GpuModel : public GpuTestWithParam<Case> {};
+
+TEST_P(GpuModel, LossAndEveryGradientMatchTheCpu) {
+  const Case& p = GetParam();
+  const model::ModelConfig mc = tiny_model(p.ffn, p.router, p.k);
+  model::Transformer cpu_model(mc, 42), gpu_model(mc, 42);
+  gpu_model.to(Device::cuda);
+  ASSERT_EQ(gpu_model.device(), Device::cuda);
+  const int64_t batch = 2, seq = 23;  // T = 46: off every tile
+  Rng rng(3);
+  std::vector<int32_t> tokens(size_t(batch * seq + 1));
+  for (int32_t& t : tokens) t = int32_t(rng.below(256));
+  const Tensor ids = Tensor::from_vector<int32_t>({batch * seq}, {tokens.begin(), tokens.end() - 1});
+  const Tensor targets = Tensor::from_vector<int32_t>({batch * seq}, {tokens.begin() + 1, tokens.end()});
+
+  const auto loss_of = [&](const model::Transformer& m, const Tensor& in, const Tensor& tgt,
+                           model::ForwardOutput& out) {
+    out = m.forward(in, batch, seq, /*lambda=*/1e-2);
+    return ops::add(ops::cross_entropy(out.logits, tgt), out.aux);
+  };
+  model::ForwardOutput cpu_out, gpu_out;
+  const Tensor cpu_loss = loss_of(cpu_model, ids, targets, cpu_out);
+  const Tensor gpu_loss = loss_of(gpu_model, ids.to(Device::cuda), targets.to(Device::cuda), gpu_out);
+  EXPECT_NEAR(gpu_loss.item(), cpu_loss.item(), 1e-4 * std::abs(cpu_loss.item()));
+  EXPECT_NEAR(gpu_out.aux.item(), cpu_out.aux.item(), 1e-6 + 1e-4 * std::abs(cpu_out.aux.item()));
+  ASSERT_EQ(gpu_out.layers.size(), cpu_out.layers.size());
+  for (size_t l = 0; l < cpu_out.layers.size(); ++l) {
+    EXPECT_EQ(gpu_out.layers[l].expert_counts, cpu_out.layers[l].expert_counts) << "layer " << l;
+    EXPECT_EQ(gpu_out.layers[l].sparsity, cpu_out.layers[l].sparsity) << "layer " << l;
+  }
+
+  backward(cpu_loss);
+  backward(gpu_loss);
+  const auto& cp = cpu_model.parameters();
+  const auto& gp = gpu_model.parameters();
+  ASSERT_EQ(gp.size(), cp.size());
+  for (size_t i = 0; i < cp.size(); ++i) {
+    ASSERT_TRUE(cp[i].grad().defined()) << cp[i].name();
+    ASSERT_TRUE(gp[i].grad().defined()) << gp[i].name() << " got no gradient on the GPU";
+    EXPECT_TRUE(all_close(gp[i].grad().to(Device::cpu), cp[i].grad(), 1e-6, 1e-3)) << cp[i].name();
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Models, GpuModel,
+    ::testing::Values(Case{"ReMoE", model::FfnKind::moe, model::RouterKind::relu, 1},
+                      Case{"TopK2", model::FfnKind::moe, model::RouterKind::topk, 2},
+                      Case{"Dense", model::FfnKind::dense, model::RouterKind::relu, 1}),
+    [](const auto& info) { return std::string(info.param.name); });
+
+// 50 steps of the trainer's tiny ReMoE run on each device: λ equal at every step, the loss
+// and sparsity close.
+TEST(GpuTraining, LambdaTrajectoryOverFiftyStepsEqualsTheCpus) {
+  if (!device::cuda_available()) GTEST_SKIP() << "no CUDA device visible";
+  train::Sandbox box;
+  train::TrainConfig c = box.config();
+  c.steps = 50;
+  c.device = train::DeviceChoice::cpu;
+  std::vector<train::StepRecord> cpu, gpu;
+  train::run_training(c, [&](const train::StepRecord& r) { cpu.push_back(r); });
+  c.device = train::DeviceChoice::cuda;
+  c.run_dir += "_gpu";
+  train::run_training(c, [&](const train::StepRecord& r) { gpu.push_back(r); });
+  ASSERT_EQ(gpu.size(), cpu.size());
+  for (size_t s = 0; s < cpu.size(); ++s) {
+    EXPECT_EQ(gpu[s].lambda, cpu[s].lambda) << "step " << s + 1;
+    EXPECT_NEAR(gpu[s].loss, cpu[s].loss, 1e-3 * cpu[s].loss) << "step " << s + 1;
+    EXPECT_NEAR(gpu[s].sparsity, cpu[s].sparsity, 0.02) << "step " << s + 1;
+  }
+}
+
+}  // namespace
+}  // namespace remoe::test
