@@ -13,6 +13,7 @@
 #include "train/checkpoint.h"
 #include "train/config.h"
 #include "train/data.h"
+#include "train/estimate.h"
 
 namespace remoe::train {
 namespace {
@@ -299,6 +300,28 @@ TEST(Analyze, ErrorsNameWhatIsWrong) {
   const AnalyzeText t = parse_analyze_text("code_c=dir/a=b.txt");
   EXPECT_EQ(t.name, "code_c");
   EXPECT_EQ(t.path, "dir/a=b.txt");
+}
+
+// configs/study/ (run from the source root): every config parses, and the seven runs differ only
+// in their FFN, at active parameters within 1% of the dense run's.
+TEST(StudyConfigs, ParseAndMatchActiveParametersAndTokens) {
+  const char* names[] = {"dense", "topk_e8", "remoe_e8", "topk_e32", "remoe_e32", "topk_e8_g4",
+                         "remoe_e8_g4"};
+  const TrainConfig dense = load_config("configs/study/dense.toml", {});
+  const RunEstimate base = estimate_run(dense);
+  for (const char* n : names) {
+    const TrainConfig c = load_config(std::string("configs/study/") + n + ".toml", {});
+    const RunEstimate e = estimate_run(c);
+    EXPECT_NEAR(double(e.active_params) / double(base.active_params), 1.0, 0.01) << n;
+    EXPECT_EQ(c.steps * c.batch_size * c.grad_accum * c.seq_len, 2500 * 32 * 1024) << n;
+    EXPECT_EQ(c.seed, dense.seed) << n;
+    EXPECT_EQ(c.data_path, dense.data_path) << n;
+    EXPECT_EQ(c.val_path, dense.val_path) << n;
+    EXPECT_EQ(c.model.d_model, 512) << n;
+    EXPECT_EQ(c.model.expert_d_ffn() * c.model.active_experts(), 2048) << n;
+    for (const ConfigDifference& d : config_differences(dense, c))
+      EXPECT_TRUE(d.key.rfind("model.", 0) == 0 || d.key == "log.run_dir") << n << ": " << d.key;
+  }
 }
 
 }  // namespace
