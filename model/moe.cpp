@@ -57,6 +57,7 @@ MoeOutput moe_forward(const Tensor& x, const MoeWeights& w, const ModelConfig& c
   stats.dropped = routed.dropped;
   stats.routed = routed.routed;
   stats.z_loss = routed.z_loss;
+  stats.mask = r.mask;
   return {y, routed.aux, std::move(stats)};
 }
 

@@ -39,6 +39,10 @@ struct MoeLayerStats {
   int64_t dropped = 0;                 // (token, expert) pairs dropped by the capacity
   int64_t routed = 0;                  // pairs routed before dropping
   double z_loss = 0;                   // the z-loss part of aux (0 when off)
+  // (T, E) i32, 1 on the active (token, expert) pairs after any dropping: the routing itself,
+  // for `remoe analyze` (train/analyze.h). A handle to the tensor routing already made, on
+  // the layer's device; nothing is copied unless a caller reads it.
+  Tensor mask;
 };
 
 struct MoeOutput {

@@ -2,16 +2,20 @@
 //   remoe train --config FILE [--section.key=value ...]
 //   remoe eval --checkpoint DIR [--text FILE] [--batches N] [--json] [--dump-logits FILE]
 //   remoe export --checkpoint DIR --out DIR2
+//   remoe analyze --checkpoint DIR --text NAME=PATH [...] [--train-text FILE] [--compare DIR2]
+//                 [--tokens N] [--batch-size B] [--out FILE.json]
 //   remoe info
 // Errors reach the user as one line on stderr and a non-zero exit status.
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
+#include <fstream>
 #include <string>
 #include <vector>
 
 #include "autodiff/device.h"
 #include "dist/bootstrap.h"
+#include "train/analyze.h"
 #include "train/config.h"
 #include "train/estimate.h"
 #include "train/eval.h"
@@ -37,6 +41,12 @@ constexpr const char* kUsage =
     "                                                  the run's validation split)\n"
     "  export --checkpoint DIR --out DIR2              a Hugging Face folder (Llama or Mixtral\n"
     "                                                  layout, safetensors, README)\n"
+    "  analyze --checkpoint DIR --text NAME=PATH [--text NAME=PATH ...]\n"
+    "          [--train-text FILE] [--compare DIR2] [--tokens N] [--batch-size B] [--out FILE]\n"
+    "                                                  routing statistics as JSON: active experts\n"
+    "                                                  by token frequency, per-layer sparsity,\n"
+    "                                                  expert usage per text, flip rate against\n"
+    "                                                  DIR2 (train/README.md, \"Analysis\")\n"
     "  info                                            the build and the GPU remoe sees\n"
     "  --help                                          this text and every config key\n";
 
@@ -187,6 +197,41 @@ int export_hf(const std::vector<std::string>& args) {
   return 0;
 }
 
+int analyze(const std::vector<std::string>& args) {
+  std::string checkpoint, out;
+  remoe::train::AnalyzeOptions o;
+  for (const auto& [name, value] : parse_options(args, {})) {
+    if (name == "--checkpoint") checkpoint = value;
+    else if (name == "--text") o.texts.push_back(remoe::train::parse_analyze_text(value));
+    else if (name == "--train-text") o.train_text = value;
+    else if (name == "--compare") o.compare = value;
+    else if (name == "--out") out = value;
+    else if (name == "--tokens") {
+      parse_number(name, value, o.tokens);
+      REMOE_CHECK(o.tokens >= 1, "--tokens expects a positive integer, got '", value, "'");
+    } else if (name == "--batch-size") {
+      parse_number(name, value, o.batch_size);
+      REMOE_CHECK(o.batch_size >= 1, "--batch-size expects a positive integer, got '", value, "'");
+    } else REMOE_FAIL("unknown option ", name, " (see remoe --help)");
+  }
+  REMOE_CHECK(!checkpoint.empty(), "--checkpoint DIR is required (a run directory works)");
+  REMOE_CHECK(!o.texts.empty(), "--text NAME=PATH is required (repeat it for several texts)");
+  const std::string json = remoe::train::analyze_checkpoint(checkpoint, o).dump(1) + "\n";
+  if (out.empty()) {
+    std::fputs(json.c_str(), stdout);
+    return 0;
+  }
+  {
+    std::ofstream f(out, std::ios::trunc);
+    REMOE_CHECK(f, "--out: cannot write ", out);
+    f << json;
+    f.close();
+    REMOE_CHECK(f, "--out: writing ", out, " failed");
+  }
+  std::printf("analyze: wrote %s\n", out.c_str());
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -203,6 +248,7 @@ int main(int argc, char** argv) {
     if (cmd == "sample") return sample(rest);
     if (cmd == "eval") return eval(rest);
     if (cmd == "export") return export_hf(rest);
+    if (cmd == "analyze") return analyze(rest);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "remoe %s: %s\n", cmd.c_str(), e.what());
     return 1;
