@@ -5,10 +5,11 @@
 
 Each FILE is one program's report (`--benchmark_out_format=json`) or the benchmarks.json that
 scripts/gpu_check.sh writes (a report per program, by name). One table: program, kernel, shape
-(the name's key:value parts), throughput (TFLOP/s, GB/s or GFLOP/s), the baseline measured in
-the same process (cuBLAS TFLOP/s or copy GB/s) and the ratio. A benchmark that failed or was
-skipped shows its message. Where a report has aggregates (--benchmark_repetitions), the median
-is shown. A comment line above the table gives each program's device, commit and date.
+(the name's key:value parts), throughput (TFLOP/s, GB/s, or GFLOP/s from a FLOP/s rate counter),
+the baseline measured in the same process (cuBLAS TFLOP/s or copy GB/s) and the ratio. A
+benchmark that failed or was skipped shows its message. Where a report has aggregates
+(--benchmark_repetitions), the median is shown. A comment line above the table gives each
+program's device, commit and date.
 """
 import json
 import sys
@@ -70,8 +71,8 @@ def cells(b):
         throughput = f"{fmt(b['GB/s'])} GB/s"
         if "copy_GB/s" in b:
             baseline = f"copy {fmt(b['copy_GB/s'])} GB/s"
-    elif "GFLOP/s" in b:
-        throughput = f"{fmt(b['GFLOP/s'])} GFLOP/s"
+    elif "FLOP/s" in b:  # a Google Benchmark rate counter (the CPU benchmarks): FLOP/s
+        throughput = f"{fmt(b['FLOP/s'] * 1e-9)} GFLOP/s"
     ratio = f"{b['ratio']:.2f}" if "ratio" in b else ""
     if "ratio_f32" in b:
         ratio += f" (f32 peak: {b['ratio_f32']:.2f})"

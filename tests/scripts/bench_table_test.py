@@ -55,11 +55,16 @@ class BenchTableTest(unittest.TestCase):
         self.assertEqual(att[3:], ["20.0 TFLOP/s", "cuBLAS bf16 8192: 800 TFLOP/s",
                                    "0.03 (f32 peak: 0.40)"])
 
+    def test_cpu_rate_counter_in_gflops(self):
+        cpu = [r for r in rows(bench_table.table([SAMPLE])) if r[0] == "matmul_bench"]
+        self.assertEqual(cpu, [["matmul_bench", "BM_matmul_xwT", "256 128 512", "3.43 GFLOP/s",
+                                "", ""]])
+
     def test_provenance_comment_per_program(self):
         text = bench_table.table([SAMPLE])
         self.assertIn("<!-- grouped_matmul_bench: Sample GPU, commit 0123abc, "
                       "2000-01-01T00:00:00+00:00 -->", text)
-        self.assertEqual(text.count("<!--"), 3)
+        self.assertEqual(text.count("<!--"), 4)
 
     def test_one_program_report_is_named_after_its_file(self):
         merged = json.loads(SAMPLE.read_text())
