@@ -351,7 +351,8 @@ class Cublas {
         library_ = name;
         break;
       }
-      why_ += std::string(why_.empty() ? "" : "; ") + dlerror();
+      const char* err = dlerror();
+      why_ += std::string(why_.empty() ? "" : "; ") + (err ? err : name);
     }
     if (!lib_) return;
     auto create = reinterpret_cast<CreateFn>(dlsym(lib_, "cublasCreate_v2"));
