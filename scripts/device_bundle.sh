@@ -2,9 +2,10 @@
 # Packs what a GPU machine without a build environment needs into .device/ (ignored by git):
 # the gpu test binary, the kernel benchmarks, the remoe binary, the shared libraries they use
 # that are not part of every Linux (Google Benchmark, OpenMP's runtime), a little data, and
-# scripts/gpu_check.sh. The device tool carries the folder (`carry: [".device"]`, 64 MiB at
-# most) and runs `bash .device/gpu_check.sh`. The binaries are x86-64, built here with the
-# CUDA objects for sm_90a.
+# scripts/gpu_check.sh with scripts/bench_table.py. The device tool carries the folder
+# (`carry: [".device"]`, 64 MiB at most) and runs `bash .device/gpu_check.sh`. The binaries are
+# x86-64, built here with the CUDA objects for sm_90a. cuBLAS is not carried (libcublasLt alone
+# is 540 MB): the CUDA benchmarks dlopen the device's own libcublas.so.13 (bench/cuda_bench.cuh).
 #   scripts/device_bundle.sh [BUILD_DIR]    (default: build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,7 +24,7 @@ strip --strip-debug .device/bin/*
 for bin in .device/bin/*; do
   ldd "$bin" | awk '/=> \//{print $3}' | grep -E 'libbenchmark|libgomp' || true
 done | sort -u | while read -r lib; do cp -L "$lib" .device/lib/; done
-cp scripts/gpu_check.sh .device/
+cp scripts/gpu_check.sh scripts/bench_table.py .device/
 [ -f ../shared/data/tinyshakespeare.txt ] && cp ../shared/data/tinyshakespeare.txt .device/data/
 git rev-parse HEAD > .device/commit 2>/dev/null || echo unknown > .device/commit
 git diff --quiet 2>/dev/null || echo "device_bundle: note: the working tree has uncommitted changes" >&2

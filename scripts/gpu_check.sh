@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
 # Runs on a GPU machine, from the bundle scripts/device_bundle.sh made: the whole gpu test
-# suite, compute-sanitizer memcheck and racecheck over it, and every kernel benchmark. Writes
-# into $OUT (default .device/out):
-#   gpu_check.json    device, driver, commit, the suite's counts, the sanitizers' verdicts
-#   gpu_tests.json    GoogleTest's report;  <bench>.json  Google Benchmark's reports
-#   log.txt           everything printed
+# suite, every kernel benchmark, then compute-sanitizer memcheck and racecheck over the suite
+# (last: their time is the least predictable, and a command has 10 minutes). Writes into $OUT
+# (default .device/out) seven files, under the device tool's eight:
+#   gpu_check.json    device, driver, commit, the suite's counts, the benchmarks' counts, the
+#                     sanitizers' verdicts
+#   gpu_tests.json    GoogleTest's report
+#   benchmarks.json   every benchmark program's Google Benchmark report, by program name
+#   bench_table.md    the table for bench/README.md (scripts/bench_table.py)
+#   memcheck.txt, racecheck.txt, log.txt   the sanitizers' output; everything printed
 # and ends with `N passed, N failed`. Copy the JSON files into bench/results/ and commit them.
+# GPU_CHECK_PARTS (default "tests bench sanitizers") runs only the parts it names, e.g. to
+# split a run over two commands.
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 OUT=${OUT:-$HERE/out}
@@ -20,41 +26,94 @@ commit=$(cat "$HERE/commit" 2>/dev/null || echo unknown)
 device=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n1)
 driver=$(nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null | head -n1)
 echo "gpu_check: commit $commit on ${device:-no GPU} (driver ${driver:-none})"
+# The benchmarks put both into their JSON context.
+export REMOE_COMMIT="$commit" REMOE_DRIVER="${driver:-unknown}"
+parts=" ${GPU_CHECK_PARTS:-tests bench sanitizers} "
 
-"$HERE/bin/gpu_tests" --gtest_output="json:$OUT/gpu_tests.json"
-suite_rc=$?
+suite_rc=0
+if [[ $parts == *" tests "* ]]; then
+  "$HERE/bin/gpu_tests" --gtest_output="json:$OUT/gpu_tests.json"
+  suite_rc=$?
+fi
+
+# Each program's --benchmark_min_time (seconds of measured time per benchmark, Google Benchmark
+# 1.7's plain number) keeps the whole set to about two minutes on an H200 (an estimate until a
+# GPU has run them; bench/README.md); `timeout` stops a program that hangs so the rest still run.
+min_time() {
+  case $1 in
+    grouped_matmul_bench) echo 0.2 ;;  # 49 benchmarks, compute-bound: fewer, longer launches
+    *) echo 0.1 ;;
+  esac
+}
+bench_dir=$(mktemp -d)
+if [[ $parts == *" bench "* ]]; then
+  for b in "$HERE"/bin/*_bench; do
+    [ -x "$b" ] || continue
+    name=$(basename "$b")
+    start=$(date +%s)
+    timeout 300 "$b" --benchmark_min_time="$(min_time "$name")" --benchmark_format=console \
+      --benchmark_out_format=json --benchmark_out="$bench_dir/$name.json"
+    echo "gpu_check: $name exited $? after $(( $(date +%s) - start )) s"
+  done
+  # Merged at once, before the sanitizers: the device tool returns at most 8 files, and what a
+  # command stopped at its limit leaves under $OUT still comes back.
+  python3 - "$OUT" "$bench_dir" <<'PY'
+import json, pathlib, sys
+out, bench_dir = sys.argv[1:]
+reports = {}
+for f in sorted(pathlib.Path(bench_dir).glob("*.json")):
+    try:
+        reports[f.stem] = json.loads(f.read_text())
+    except ValueError as e:
+        print(f"gpu_check: {f.name} is not readable JSON ({e})")
+json.dump(reports, open(f"{out}/benchmarks.json", "w"), indent=1)
+PY
+  python3 "$HERE/bench_table.py" "$OUT/benchmarks.json" > "$OUT/bench_table.md" ||
+    echo "gpu_check: bench_table.py failed"
+fi
+rm -rf "$bench_dir"
 
 sanitize() {  # tool → "clean" or "errors" (details in the log)
   if ! command -v compute-sanitizer > /dev/null; then echo "not run (no compute-sanitizer)"; return; fi
   compute-sanitizer --tool "$1" --error-exitcode 99 "$HERE/bin/gpu_tests" --gtest_brief=1 > "$OUT/$1.txt" 2>&1
   case $? in 0) echo clean ;; 99) echo errors ;; *) echo "test failures (see $1.txt)" ;; esac
 }
-memcheck=$(sanitize memcheck)
-racecheck=$(sanitize racecheck)
+memcheck="not run" racecheck="not run"
+if [[ $parts == *" sanitizers "* ]]; then
+  memcheck=$(sanitize memcheck)
+  racecheck=$(sanitize racecheck)
+fi
 echo "gpu_check: memcheck $memcheck, racecheck $racecheck"
 
-for b in "$HERE"/bin/*_bench; do
-  [ -x "$b" ] || continue
-  "$b" --benchmark_format=console --benchmark_out_format=json --benchmark_out="$OUT/$(basename "$b").json"
-done
-
-python3 - "$OUT" "$commit" "${device:-}" "${driver:-}" "$memcheck" "$racecheck" <<'PY'
+python3 - "$OUT" "$commit" "${device:-}" "${driver:-}" "$memcheck" "$racecheck" "$parts" <<'PY'
 import json, sys
-out, commit, device, driver, memcheck, racecheck = sys.argv[1:]
-passed = failed = skipped = 0
+out, commit, device, driver, memcheck, racecheck, parts = sys.argv[1:]
+bench = {"programs": 0, "run": 0, "errors": 0}
 try:
-    report = json.load(open(f"{out}/gpu_tests.json"))
-    for suite in report["testsuites"]:
-        for t in suite["testsuite"]:
-            if t.get("result") == "SKIPPED": skipped += 1
-            elif t.get("failures"): failed += 1
-            else: passed += 1
-except (OSError, ValueError, KeyError) as e:
-    failed += 1
-    print(f"gpu_check: no readable GoogleTest report ({e})")
+    for report in json.load(open(f"{out}/benchmarks.json")).values():
+        bench["programs"] += 1
+        for b in report.get("benchmarks", []):
+            bench["errors" if b.get("error_occurred") else "run"] += 1
+    print(f"gpu_check: {bench['run']} benchmarks ran, {bench['errors']} skipped or failed "
+          f"({bench['programs']} programs; the table is bench_table.md)")
+except (OSError, ValueError, AttributeError) as e:
+    if "bench" in parts.split():
+        print(f"gpu_check: no readable benchmarks.json ({e})")
+passed = failed = skipped = 0
+if "tests" in parts.split():
+    try:
+        report = json.load(open(f"{out}/gpu_tests.json"))
+        for suite in report["testsuites"]:
+            for t in suite["testsuite"]:
+                if t.get("result") == "SKIPPED": skipped += 1
+                elif t.get("failures"): failed += 1
+                else: passed += 1
+    except (OSError, ValueError, KeyError) as e:
+        failed += 1
+        print(f"gpu_check: no readable GoogleTest report ({e})")
 json.dump({"device": device, "driver": driver, "commit": commit,
            "gpu_tests": {"passed": passed, "failed": failed, "skipped": skipped},
-           "memcheck": memcheck, "racecheck": racecheck},
+           "benchmarks": bench, "memcheck": memcheck, "racecheck": racecheck},
           open(f"{out}/gpu_check.json", "w"), indent=2)
 print(f"{passed} passed, {failed} failed")
 PY
