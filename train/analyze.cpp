@@ -241,7 +241,8 @@ nlohmann::ordered_json analyze_checkpoint(const std::string& checkpoint, const A
     const int64_t n_batches = (o.tokens + T - 1) / T;
     TextSums sums(L, E);
     for (int64_t i = 0; i < n_batches; ++i) {
-      const Batch b = fixed_batch(src, 0, src.size(), S, B, i, n_batches, text.name.c_str());
+      const Batch b = fixed_batch(src, 0, src.size(), S, B, i, n_batches, text.name.c_str())
+                          .to(m.model.device());
       const std::vector<int32_t> ids = b.inputs.to_vector<int32_t>();
       const auto masks = layer_masks(m.model.forward(b.inputs, B, S, 0.0), T, E);
       REMOE_CHECK(int64_t(masks.size()) == L, "analyze: ", masks.size(), " MoE layers in ", L);

@@ -48,6 +48,7 @@ CheckpointModel load_checkpoint_model(const std::string& path) {
   CheckpointModel m{dir, ck.step, lambda, config, model::Transformer(config.model, 0)};
   restore_router_state(m.model.router_state(), ck.state, state_path);
   copy_by_name(m.model.parameters(), ck.model, dir + "/model.safetensors");
+  m.model.to(resolve_device(config.device));  // where the run computed (auto: a GPU if any)
   return m;
 }
 
@@ -73,8 +74,9 @@ std::string EvalResult::line() const {
 
 namespace {
 
-void dump_logits(const std::string& path, const Tensor& logits, const Tensor& inputs,
+void dump_logits(const std::string& path, const Tensor& device_logits, const Tensor& inputs,
                  int64_t seq_len, const CheckpointModel& m) {
+  const Tensor logits = device_logits.to(Device::cpu);
   const int64_t vocab = logits.dim(1);
   REMOE_CHECK(logits.dtype() == DType::f32, "--dump-logits writes f32, the model's logits are ",
               dtype_name(logits.dtype()));
@@ -150,7 +152,8 @@ EvalResult evaluate_checkpoint(const std::string& checkpoint, const EvalOptions&
   double total = 0;
   for (int64_t i = 0; i < r.batches; ++i) {
     const Batch b = fixed_batch(*source, begin, end, c.seq_len, c.batch_size, i, r.batches,
-                                split_name, within_documents);
+                                split_name, within_documents)
+                        .to(m.model.device());
     const model::ForwardOutput out = m.model.forward(b.inputs, c.batch_size, c.seq_len, 0.0);
     total += ops::cross_entropy(out.logits, b.targets).item();
     if (i == 0 && !o.dump_logits.empty())

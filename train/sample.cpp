@@ -28,8 +28,10 @@ std::string sample_text(const std::string& path, const SampleOptions& o) {
   for (int64_t i = 0; i < o.length; ++i) {
     const int64_t n = std::min<int64_t>(int64_t(context.size()), config.seq_len);
     const std::vector<int32_t> window(context.end() - n, context.end());
-    const model::ForwardOutput f = model.forward(Tensor::from_vector<int32_t>({n}, window), 1, n, 0.0);
-    const float* last = f.logits.data<float>() + (n - 1) * 256;
+    const model::ForwardOutput f =
+        model.forward(Tensor::from_vector<int32_t>({n}, window).to(model.device()), 1, n, 0.0);
+    const std::vector<float> logits = f.logits.to_vector<float>();
+    const float* last = logits.data() + (n - 1) * 256;
 
     std::vector<int> order(256);
     std::iota(order.begin(), order.end(), 0);
