@@ -7,16 +7,16 @@ namespace {
 
 // The expert FFNs of the routed rows xs (N, d), grouped by expert as perm says:
 // W2 · (silu(W1 x) ⊙ W3 x) → (N, d).
-Tensor expert_ffn(const Tensor& xs, const MoeWeights& w, const ops::Permutation& perm) {
-  const Tensor h = ops::swiglu(ops::grouped_matmul(xs, w.w1, perm),
-                               ops::grouped_matmul(xs, w.w3, perm));
-  return ops::grouped_matmul(h, w.w2, perm);
+Tensor expert_ffn(const Tensor& xs, const MoeWeights& w, const ops::Permutation& perm,
+                  Precision p) {
+  const Tensor h = ops::swiglu(grouped_linear(xs, w.w1, perm, p), grouped_linear(xs, w.w3, perm, p));
+  return grouped_linear(h, w.w2, perm, p);
 }
 
 // The same on the experts of every rank: xs (N, d) in the local expert-major order of all E
 // experts → (N, d) in the same order, computed by the ranks that hold the experts.
 Tensor expert_ffn_parallel(const Tensor& xs, const MoeWeights& w, const ops::Permutation& perm,
-                           const dist::ExpertParallel& ep) {
+                           const dist::ExpertParallel& ep, Precision p) {
   const int64_t E = perm.expert_offsets.dim(0) - 1, L = ep.local_experts(E);
   REMOE_CHECK(w.w1.dim(0) == L && w.w3.dim(0) == L && w.w2.dim(0) == L, "moe_forward: rank ",
               ep.rank(), " of ", ep.world(), " expert-parallel ranks holds E / W = ", E, " / ",
@@ -27,9 +27,9 @@ Tensor expert_ffn_parallel(const Tensor& xs, const MoeWeights& w, const ops::Per
   Tensor out;  // (R, d), receive order
   if (plan.regroup) {
     const Tensor grouped = ops::gather_rows(recv, plan.grouped);  // (R, d), by local expert
-    out = ops::gather_rows(expert_ffn(grouped, w, plan.grouped), plan.received);
+    out = ops::gather_rows(expert_ffn(grouped, w, plan.grouped, p), plan.received);
   } else {
-    out = expert_ffn(recv, w, plan.grouped);
+    out = expert_ffn(recv, w, plan.grouped, p);
   }
   return dist::all_to_all_rows(*ep.comm, out, plan.recv_counts, plan.send_counts);  // (N, d)
 }
@@ -38,14 +38,14 @@ Tensor expert_ffn_parallel(const Tensor& xs, const MoeWeights& w, const ops::Per
 
 MoeOutput moe_forward(const Tensor& x, const MoeWeights& w, const ModelConfig& config,
                       double lambda, const dist::ExpertParallel& ep,
-                      const RouteContext& context) {
+                      const RouteContext& context, Precision precision) {
   Routed routed = route(x, w.router, config, lambda, context);
   const ops::Routing& r = routed.routing;
 
   const ops::Permutation perm = ops::permute(r.mask);
   const Tensor xs = ops::gather_rows(x, perm);  // (N, d), expert-major
-  const Tensor expert_out = ep.enabled() ? expert_ffn_parallel(xs, w, perm, ep)
-                                         : expert_ffn(xs, w, perm);
+  const Tensor expert_out = ep.enabled() ? expert_ffn_parallel(xs, w, perm, ep, precision)
+                                         : expert_ffn(xs, w, perm, precision);
   // NOTE: with expert parallelism, combine consumes the returning all-to-all's output on every
   // rank, so that node gets a gradient (possibly of zero rows) and runs its collective in
   // backward on every rank; dist/ops.h says why that matters.

@@ -20,6 +20,7 @@
 #include "autodiff/ops.h"
 #include "dist/expert_parallel.h"
 #include "model/config.h"
+#include "model/precision.h"
 #include "model/routing.h"
 
 namespace remoe::model {
@@ -54,8 +55,9 @@ struct MoeOutput {
 // x: (T, d), T ≥ 1. lambda is ReLU routing's regulariser coefficient (unused by TopK).
 // ep: the expert-parallel group (default: none); with it, w holds this rank's L experts.
 // context: the token ids (hash routing), the selection bias and the training step (routing.h).
+// precision: the expert GEMMs' (model/precision.h); the router is f32 whatever it says.
 MoeOutput moe_forward(const Tensor& x, const MoeWeights& w, const ModelConfig& config,
                       double lambda, const dist::ExpertParallel& ep = {},
-                      const RouteContext& context = {});
+                      const RouteContext& context = {}, Precision precision = Precision::f32);
 
 }  // namespace remoe::model

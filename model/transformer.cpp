@@ -92,11 +92,12 @@ Tensor Transformer::attention_block(const Tensor& x, const Layer& l, int64_t bat
   const auto& c = config_;
   const int64_t hd = c.head_dim();
   const Tensor h = ops::rmsnorm(x, l.attn_norm, c.norm_eps);
-  const Tensor q = ops::rope(ops::reshape(ops::linear(h, l.wq), {batch, seq, c.n_heads, hd}), c.rope_base);
-  const Tensor k = ops::rope(ops::reshape(ops::linear(h, l.wk), {batch, seq, c.n_kv_heads, hd}), c.rope_base);
-  const Tensor v = ops::reshape(ops::linear(h, l.wv), {batch, seq, c.n_kv_heads, hd});
+  const Precision p = precision_;
+  const Tensor q = ops::rope(ops::reshape(linear(h, l.wq, p), {batch, seq, c.n_heads, hd}), c.rope_base);
+  const Tensor k = ops::rope(ops::reshape(linear(h, l.wk, p), {batch, seq, c.n_kv_heads, hd}), c.rope_base);
+  const Tensor v = ops::reshape(linear(h, l.wv, p), {batch, seq, c.n_kv_heads, hd});
   const Tensor o = ops::reshape(ops::attention(q, k, v), {batch * seq, c.n_heads * hd});
-  return ops::linear(o, l.wo);
+  return linear(o, l.wo, p);
 }
 
 ForwardOutput Transformer::forward(const Tensor& ids, int64_t batch, int64_t seq,
@@ -112,17 +113,18 @@ ForwardOutput Transformer::forward(const Tensor& ids, int64_t batch, int64_t seq
     x = ops::add(x, attention_block(x, l, batch, seq));
     const Tensor h = ops::rmsnorm(x, l.ffn_norm, c.norm_eps);
     if (c.ffn == FfnKind::dense) {
-      x = ops::add(x, ops::linear(ops::swiglu(ops::linear(h, l.w1), ops::linear(h, l.w3)), l.w2));
+      const Precision p = precision_;
+      x = ops::add(x, linear(ops::swiglu(linear(h, l.w1, p), linear(h, l.w3, p)), l.w2, p));
     } else {
       const RouteContext context{ids, i < router_state_.bias.size() ? router_state_.bias[i] : Tensor(),
                                  router_state_.step};
-      MoeOutput moe = moe_forward(h, l.moe, c, lambda, ep_, context);
+      MoeOutput moe = moe_forward(h, l.moe, c, lambda, ep_, context, precision_);
       x = ops::add(x, moe.y);
       out.aux = ops::add(out.aux, moe.aux);
       out.layers.push_back(std::move(moe.stats));
     }
   }
-  out.logits = ops::linear(ops::rmsnorm(x, final_norm_, c.norm_eps), output_);
+  out.logits = linear(ops::rmsnorm(x, final_norm_, c.norm_eps), output_, precision_);
   return out;
 }
 

@@ -52,6 +52,9 @@ class Transformer {
   // GPU model starts from the CPU model's weights.
   void to(Device device);
   Device device() const { return embedding_.device(); }
+  // Where the forward computes in bf16 (model/precision.h); f32 until set.
+  void set_precision(Precision precision) { precision_ = precision; }
+  Precision precision() const { return precision_; }
 
   // ids: (T) i32 with T = batch · seq, on the model's device. lambda scales ReLU routing's
   // regulariser.
@@ -91,6 +94,7 @@ class Transformer {
 
   ModelConfig config_;
   DType dtype_;
+  Precision precision_ = Precision::f32;
   dist::ExpertParallel ep_;
   int64_t first_expert_ = 0, local_experts_ = 0;
   std::vector<char> expert_param_;  // per parameter: 1 when sharded over the experts' ranks

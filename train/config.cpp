@@ -35,6 +35,7 @@ constexpr std::array<std::string_view, 2> kDropPolicyNames{"probs", "position"};
 constexpr std::array<std::string_view, 2> kL1Names{"load_balanced", "plain"};
 constexpr std::array<std::string_view, 3> kDataFormatNames{"text", "llmc", "megatron"};
 constexpr std::array<std::string_view, 3> kDeviceNames{"auto", "cpu", "cuda"};
+constexpr std::array<std::string_view, 3> kPrecisionNames{"auto", "f32", "bf16"};
 
 std::span<const std::string_view> names(FfnKind) { return kFfnNames; }
 std::span<const std::string_view> names(RouterKind) { return kRouterNames; }
@@ -42,6 +43,7 @@ std::span<const std::string_view> names(L1Kind) { return kL1Names; }
 std::span<const std::string_view> names(DropPolicy) { return kDropPolicyNames; }
 std::span<const std::string_view> names(DataFormat) { return kDataFormatNames; }
 std::span<const std::string_view> names(DeviceChoice) { return kDeviceNames; }
+std::span<const std::string_view> names(PrecisionChoice) { return kPrecisionNames; }
 
 enum class Type { integer, unsigned_integer, floating, boolean, string, choice };
 
@@ -171,6 +173,9 @@ const std::vector<Option>& options() {
       option<&C::grad_accum>("train.grad_accum", "micro-batches per optimizer step"),
       option<&C::device>("train.device",
                          "where to compute: auto (the GPU when there is one), cpu or cuda"),
+      option<&C::precision>("train.precision",
+                            "bf16 GEMMs (f32 master weights and the rest) or all f32; auto: "
+                            "bf16 on the GPU, f32 on the CPU"),
       option<&C::max_skips>("train.max_skips",
                             "non-finite steps in a row (skipped) before the run stops"),
 
@@ -661,6 +666,12 @@ Device resolve_device(DeviceChoice choice) {
     return Device::cuda;
   }
   return device::cuda_available() ? Device::cuda : Device::cpu;
+}
+
+model::Precision resolve_precision(PrecisionChoice choice, Device device) {
+  if (choice == PrecisionChoice::auto_)
+    return device == Device::cuda ? model::Precision::bf16 : model::Precision::f32;
+  return choice == PrecisionChoice::bf16 ? model::Precision::bf16 : model::Precision::f32;
 }
 
 void TrainConfig::validate_world(int world_size) const {

@@ -13,6 +13,7 @@
 
 #include "autodiff/tensor.h"
 #include "model/config.h"
+#include "model/precision.h"
 #include "train/token_source.h"
 
 namespace remoe::train {
@@ -22,6 +23,11 @@ enum class DeviceChoice { auto_, cpu, cuda };
 
 // The device a run computes on; "cuda" without a usable GPU is an error saying why.
 Device resolve_device(DeviceChoice choice);
+
+// train.precision (model/precision.h): "auto" is bf16 on the GPU and f32 on the CPU (where bf16
+// is emulated, and slower than f32).
+enum class PrecisionChoice { auto_, f32, bf16 };
+model::Precision resolve_precision(PrecisionChoice choice, Device device);
 
 struct TrainConfig {
   model::ModelConfig model;  // [model]
@@ -41,6 +47,7 @@ struct TrainConfig {
   int64_t grad_accum = 1;     // micro-batches per optimizer step
   int64_t max_skips = 5;      // consecutive non-finite steps before the run stops
   DeviceChoice device = DeviceChoice::auto_;  // where the run computes (train.device)
+  PrecisionChoice precision = PrecisionChoice::auto_;  // bf16 GEMMs or all f32 (train.precision)
 
   // [optim] AdamW, linear warmup then cosine decay to min_lr (REMOE_SPEC §5)
   double lr = 5e-4;

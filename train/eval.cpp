@@ -48,7 +48,10 @@ CheckpointModel load_checkpoint_model(const std::string& path) {
   CheckpointModel m{dir, ck.step, lambda, config, model::Transformer(config.model, 0)};
   restore_router_state(m.model.router_state(), ck.state, state_path);
   copy_by_name(m.model.parameters(), ck.model, dir + "/model.safetensors");
-  m.model.to(resolve_device(config.device));  // where the run computed (auto: a GPU if any)
+  // Where, and how precisely, the run computed (auto: a GPU if any, in bf16 there).
+  const Device device = resolve_device(config.device);
+  m.model.to(device);
+  m.model.set_precision(resolve_precision(config.precision, device));
   return m;
 }
 

@@ -411,6 +411,7 @@ RunResult run_training(const TrainConfig& config_in, dist::Communicator& comm,
   REMOE_CHECK(!(zero && device == Device::cuda), "dist.zero1 runs on the CPU only for now: set ",
               "dist.zero1 = false or train.device = \"cpu\"");
   model.to(device);
+  model.set_precision(resolve_precision(c.precision, device));
   for (const Tensor& t : optim.state()) t.move_to(device);
 
   const fs::path metrics_path = fs::path(c.run_dir) / "metrics.jsonl";
@@ -433,7 +434,9 @@ RunResult run_training(const TrainConfig& config_in, dist::Communicator& comm,
     if (c.tensorboard) tensorboard.emplace((fs::path(c.run_dir) / "tb").string(), start + 1);
 
     std::printf("%s\n", to_toml(c).c_str());  // the resolved config, as saved in config.toml
-    const std::string where = device == Device::cuda ? "the GPU (" + device::cuda_device_name() + ")" : "the CPU";
+    const std::string where =
+        str_cat(device == Device::cuda ? "the GPU (" + device::cuda_device_name() + ")" : "the CPU",
+                model.precision() == model::Precision::bf16 ? " in bf16" : " in f32");
     std::printf("remoe train: %s on %s, %lld params (%lld active), %lld steps of %s%lld×%lld×%lld tokens\n",
                 c.data_path.c_str(), where.c_str(), (long long)model.n_params(), (long long)model.n_active_params(),
                 (long long)c.steps, world > 1 ? str_cat(world, " ranks × ").c_str() : "",

@@ -1,9 +1,11 @@
-// The whole model and the trainer on the GPU, in f32, against the CPU: the tiny model's loss
+// The whole model and the trainer on the GPU against the CPU: in f32, the tiny model's loss
 // and every parameter's gradient, and 50 training steps whose λ trajectory must be the CPU's
 // (issue 4's acceptance). Sums run in another order on the GPU, so values agree to rounding:
 // the loss to rtol 1e-4, gradients to atol 1e-6 + rtol 1e-3 (small gradients are sums of
 // many products of both signs); λ must be equal, since it moves only by comparing S with its
 // target and the per-expert counts are integers.
+#include <cmath>
+
 #include "autodiff/ops.h"
 #include "autodiff/random.h"
 #include "autodiff/tape.h"
@@ -88,6 +90,48 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{"Dense", model::FfnKind::dense, model::RouterKind::relu, 1}),
     [](const auto& info) { return std::string(info.param.name); });
 
+// ‖a − b‖ / ‖b‖ over all elements.
+double relative_l2(const Tensor& a, const Tensor& b) {
+  const std::vector<double> x = values(a), y = values(b);
+  double num = 0, den = 0;
+  for (size_t i = 0; i < y.size(); ++i) {
+    num += (x[i] - y[i]) * (x[i] - y[i]);
+    den += y[i] * y[i];
+  }
+  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+}
+
+// The bf16 policy on the GPU (bf16 tensor-core GEMMs) against its CPU emulation (the same
+// roundings around f32 GEMMs): the sums run in another order, so a rounding can land on the
+// other side of a bf16 value; the loss agrees to 1e-2 relative, each gradient to 5e-2 in L2.
+TEST(GpuModelBf16, LossAndGradientsMatchTheCpuEmulation) {
+  if (!device::cuda_available()) GTEST_SKIP() << "no CUDA device visible";
+  const model::ModelConfig mc = tiny_model(model::FfnKind::moe, model::RouterKind::relu, 1);
+  model::Transformer cpu_model(mc, 42), gpu_model(mc, 42);
+  cpu_model.set_precision(model::Precision::bf16);
+  gpu_model.set_precision(model::Precision::bf16);
+  gpu_model.to(Device::cuda);
+  const int64_t batch = 2, seq = 40;
+  std::vector<int32_t> tokens(size_t(batch * seq + 1));
+  for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = int32_t((i * 97 + 5) % 256);
+  const Tensor ids = Tensor::from_vector<int32_t>({batch * seq}, {tokens.begin(), tokens.end() - 1});
+  const Tensor targets = Tensor::from_vector<int32_t>({batch * seq}, {tokens.begin() + 1, tokens.end()});
+  const model::ForwardOutput c = cpu_model.forward(ids, batch, seq, 1e-2);
+  const model::ForwardOutput g = gpu_model.forward(ids.to(Device::cuda), batch, seq, 1e-2);
+  const Tensor cpu_loss = ops::add(ops::cross_entropy(c.logits, targets), c.aux);
+  const Tensor gpu_loss = ops::add(ops::cross_entropy(g.logits, targets.to(Device::cuda)), g.aux);
+  EXPECT_NEAR(gpu_loss.item(), cpu_loss.item(), 1e-2 * std::abs(cpu_loss.item()));
+  backward(cpu_loss);
+  backward(gpu_loss);
+  const auto& cp = cpu_model.parameters();
+  const auto& gp = gpu_model.parameters();
+  for (size_t i = 0; i < cp.size(); ++i) {
+    ASSERT_TRUE(gp[i].grad().defined()) << gp[i].name();
+    EXPECT_EQ(gp[i].grad().dtype(), DType::f32) << "master gradients stay f32: " << gp[i].name();
+    EXPECT_LT(relative_l2(gp[i].grad().to(Device::cpu), cp[i].grad()), 5e-2) << cp[i].name();
+  }
+}
+
 // 50 steps of the trainer's tiny ReMoE run on each device: λ equal at every step, the loss
 // and sparsity close.
 TEST(GpuTraining, LambdaTrajectoryOverFiftyStepsEqualsTheCpus) {
@@ -95,6 +139,7 @@ TEST(GpuTraining, LambdaTrajectoryOverFiftyStepsEqualsTheCpus) {
   train::Sandbox box;
   train::TrainConfig c = box.config();
   c.steps = 50;
+  c.precision = train::PrecisionChoice::f32;  // the exact comparison; bf16 is checked above
   c.device = train::DeviceChoice::cpu;
   std::vector<train::StepRecord> cpu, gpu;
   train::run_training(c, [&](const train::StepRecord& r) { cpu.push_back(r); });

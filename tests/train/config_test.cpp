@@ -140,9 +140,9 @@ TEST(Config, EnumValuesMapToTheirEnumerators) {
   EXPECT_EQ(c.model.l1, model::L1Kind::load_balanced);
 }
 
-// train.device: parsed; "cuda" where no GPU can be used is refused saying why; "auto" takes
-// the GPU only when one is visible.
-TEST(Config, TrainDeviceChoices) {
+// train.device and train.precision: parsed; "cuda" where no GPU can be used is refused saying
+// why; "auto" takes the GPU only when one is visible, and bf16 only on the GPU.
+TEST(Config, TrainDeviceAndPrecisionChoices) {
   EXPECT_EQ(parse(kMinimal).device, DeviceChoice::auto_);
   EXPECT_EQ(parse(std::string(kMinimal) + "[train]\ndevice = \"cpu\"\n").device, DeviceChoice::cpu);
   EXPECT_EQ(parse(kMinimal, {"--train.device=cuda"}).device, DeviceChoice::cuda);
@@ -152,6 +152,10 @@ TEST(Config, TrainDeviceChoices) {
   EXPECT_EQ(resolve_device(DeviceChoice::cpu), Device::cpu);
   EXPECT_EQ(resolve_device(DeviceChoice::auto_),
             device::cuda_available() ? Device::cuda : Device::cpu);
+  EXPECT_EQ(resolve_precision(PrecisionChoice::auto_, Device::cpu), model::Precision::f32);
+  EXPECT_EQ(resolve_precision(PrecisionChoice::auto_, Device::cuda), model::Precision::bf16);
+  EXPECT_EQ(resolve_precision(PrecisionChoice::bf16, Device::cpu), model::Precision::bf16);
+  EXPECT_EQ(parse(kMinimal, {"--train.precision=f32"}).precision, PrecisionChoice::f32);
   if (device::cuda_available()) return;
   const std::string msg = error_of([] { resolve_device(DeviceChoice::cuda); });
   EXPECT_TRUE(has(msg, "train.device = \"cuda\""));
@@ -486,8 +490,8 @@ TEST(Config, OptionsHelpListsEveryKeyThatToTomlWrites) {
   EXPECT_TRUE(has(help, "--data.path=STRING"));
 
   const std::vector<std::string> keys = keys_of(to_toml(TrainConfig{}));
-  // 24 model + 5 data + 7 train + 8 optim + 2 remoe + 2 eval + 3 checkpoint + 3 dist + 3 log
-  EXPECT_EQ(keys.size(), 57u);
+  // 24 model + 5 data + 8 train + 8 optim + 2 remoe + 2 eval + 3 checkpoint + 3 dist + 3 log
+  EXPECT_EQ(keys.size(), 58u);
   EXPECT_EQ(std::set<std::string>(keys.begin(), keys.end()).size(), keys.size());
   size_t lines = 0;
   for (const std::string& k : keys) {

@@ -1,0 +1,33 @@
+// Where the model computes in bf16: the one place that decides (DESIGN.md, "precision is a
+// per-tensor decision written in one place").
+//
+//   Precision::f32   every tensor f32: the CPU reference, and the GPU's exact check.
+//   Precision::bf16  the GEMMs' operands — activations and weights of every linear layer and
+//                    expert GEMM but the router — are rounded to bf16 and the products summed
+//                    in f32; the GEMM's output is rounded to bf16, and so is the gradient that
+//                    reaches it. Everything else stays f32: master weights and AdamW's moments,
+//                    the residual stream, RMSNorm, RoPE, attention, SwiGLU, the router's
+//                    logits, softmax and gates, the combine, every loss and reduction.
+//
+// This is what PyTorch's bf16 autocast does around a matmul (bf16 in, bf16 out, the weight's
+// gradient cast back to f32), so the two agree to rounding. On the GPU the casts are real
+// (f32 → bf16 tensors into the bf16 tensor-core kernels, and back); on the CPU, which has no
+// bf16 kernels, the same roundings are emulated around the f32 kernels (round to bf16 and back),
+// so the bf16 policy runs, and is tested, on both.
+#pragma once
+
+#include "autodiff/ops.h"
+
+namespace remoe::model {
+
+enum class Precision { f32, bf16 };
+
+// x (T, d_in) · w (d_out, d_in)ᵀ → (T, d_out) f32, under the policy.
+Tensor linear(const Tensor& x, const Tensor& w, Precision p);
+// The expert GEMM: xs (N, d_in), w (E, d_out, d_in) grouped by perm → (N, d_out) f32.
+Tensor grouped_linear(const Tensor& xs, const Tensor& w, const ops::Permutation& perm,
+                      Precision p);
+// x rounded to bf16 and back to f32 (differentiable: the gradient is rounded the same way).
+Tensor round_to_bf16(const Tensor& x);
+
+}  // namespace remoe::model
