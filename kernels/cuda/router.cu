@@ -297,11 +297,6 @@ __global__ void topk_backward_kernel(T* dlogits, const T* dgates, const T* dprob
   }
 }
 
-int grid_for(int64_t n, int64_t per_block) {
-  const int64_t b = (n + per_block - 1) / per_block;
-  return int(b < 65535 ? b : 65535);
-}
-
 void check_sizes(const char* op, int64_t n_tokens, int64_t n_experts) {
   REMOE_CHECK(n_tokens >= 0 && n_experts >= 0, op, ": negative size (T ", n_tokens, ", E ",
               n_experts, ")");
