@@ -14,6 +14,8 @@
 
 #include <cstdint>
 
+#include "kernels/stream.h"
+
 namespace remoe::cpu {
 
 template <typename T>
@@ -26,3 +28,22 @@ template <typename T>
 void capacity_drop_backward(T* dgates, const T* dgates_out, const int32_t* kept, int64_t n);
 
 }  // namespace remoe::cpu
+
+// CUDA launchers (kernels/cuda/capacity.cu), f32 and f64: the same contracts on device pointers,
+// the same choice bit for bit (ties: the lower token index; −0 and +0 are equal scores, as the
+// CPU's comparison sees them; NaN scores are unordered on both sides and not supported).
+// expert_counts, token_counts and nonzero are always written, also for T = 0.
+namespace remoe::cuda {
+
+template <typename T>
+void capacity_drop_forward(T* gates_out, int32_t* kept, int32_t* expert_counts,
+                           int32_t* token_counts, int32_t* nonzero, const T* gates,
+                           const int32_t* mask, const T* scores, int64_t n_tokens,
+                           int64_t n_experts, int64_t capacity, bool by_position,
+                           cudaStream_t stream);
+
+template <typename T>
+void capacity_drop_backward(T* dgates, const T* dgates_out, const int32_t* kept, int64_t n,
+                            cudaStream_t stream);
+
+}  // namespace remoe::cuda

@@ -27,3 +27,22 @@ void expert_choice_router_backward(T* dlogits, const T* dgates, const T* dprobs,
                                    const int32_t* mask, int64_t n_tokens, int64_t n_experts);
 
 }  // namespace remoe::cpu
+
+// CUDA launchers (kernels/cuda/expert_choice.cu), f32 and f64: the same contracts on device
+// pointers (stats included). The choice is exact for the probabilities the GPU computed (ties:
+// the lower token index); the softmax and score_sums agree with the CPU to rounding, so a
+// near-tie between two tokens' probabilities may resolve differently from the CPU's.
+// The backward is cuda::topk_router_backward's, so it takes E ≤ kTopkMaxExperts (router.h).
+namespace remoe::cuda {
+
+template <typename T>
+void expert_choice_router_forward(T* gates, T* probs, RouterStats<T> stats, const T* logits,
+                                  int64_t n_tokens, int64_t n_experts, int64_t capacity,
+                                  cudaStream_t stream);
+
+template <typename T>
+void expert_choice_router_backward(T* dlogits, const T* dgates, const T* dprobs, const T* probs,
+                                   const int32_t* mask, int64_t n_tokens, int64_t n_experts,
+                                   cudaStream_t stream);
+
+}  // namespace remoe::cuda

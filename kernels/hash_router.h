@@ -26,3 +26,14 @@ void hash_router_forward(T* gates, RouterStats<T> stats, const int32_t* ids, int
                          int64_t n_experts, int k);
 
 }  // namespace remoe::cpu
+
+// CUDA launcher (kernels/cuda/hash_router.cu), f32 and f64: the same contract on device
+// pointers, the same bits (the gate 1/k is computed on the host in T). Needs 1 ≤ k ≤ E, which
+// the op layer checks too.
+namespace remoe::cuda {
+
+template <typename T>
+void hash_router_forward(T* gates, RouterStats<T> stats, const int32_t* ids, int64_t n_tokens,
+                         int64_t n_experts, int k, cudaStream_t stream);
+
+}  // namespace remoe::cuda

@@ -60,6 +60,9 @@ void topk_router_backward(T* dlogits, const T* dgates, const T* dprobs, const T*
 // block over the partials), so they do not change from run to run; the per-expert score sums
 // and the softmax are summed in another order than the CPU's, so they agree to rounding.
 // topk_*: n_experts ≤ kTopkMaxExperts (one warp holds a token's row in registers), k ≤ E.
+// topk_router_forward takes the selection bias (E) last, before the stream (null: no bias),
+// with the CPU overload's meaning: p[t, e] + bias[e] (summed in T) picks the k experts, the
+// gates and every statistic are the unbiased p's.
 namespace remoe::cuda {
 
 template <typename T>
@@ -78,7 +81,7 @@ void relu_router_backward(T* dlogits, const T* dgates, const T* logits, int64_t 
 template <typename T>
 void topk_router_forward(T* gates, T* probs, RouterStats<T> stats, const T* logits,
                          int64_t n_tokens, int64_t n_experts, int k, bool renormalize,
-                         cudaStream_t stream);
+                         const T* bias, cudaStream_t stream);
 
 template <typename T>
 void topk_router_backward(T* dlogits, const T* dgates, const T* dprobs, const T* probs,

@@ -10,6 +10,8 @@
 
 #include <cstdint>
 
+#include "kernels/stream.h"
+
 namespace remoe::cpu {
 
 template <typename T>
@@ -20,3 +22,19 @@ void z_loss_backward(T* dlogits, const T* dloss, const T* logits, int64_t n_toke
                      int64_t n_experts, double coeff);
 
 }  // namespace remoe::cpu
+
+// CUDA launchers (kernels/cuda/z_loss.cu), f32 and f64: the same contracts on device pointers
+// (loss and dloss live in device memory). Each token's log-sum-exp is in double, as on the CPU;
+// the Σ_t runs as per-block partials summed by one block in block order, so the loss repeats
+// bit for bit but agrees with the CPU's token-order sum to rounding. E ≥ 1 when T > 0.
+namespace remoe::cuda {
+
+template <typename T>
+void z_loss_forward(T* loss, const T* logits, int64_t n_tokens, int64_t n_experts, double coeff,
+                    cudaStream_t stream);
+
+template <typename T>
+void z_loss_backward(T* dlogits, const T* dloss, const T* logits, int64_t n_tokens,
+                     int64_t n_experts, double coeff, cudaStream_t stream);
+
+}  // namespace remoe::cuda

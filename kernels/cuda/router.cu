@@ -8,8 +8,10 @@
 // order. No float atomics anywhere, so the statistics are the same bits on every run.
 //   ReLU: lanes own experts (e = e0 + lane), warps own tokens; any E.
 //   Top-k: one warp holds a token's whole row in registers (E ≤ kTopkMaxExperts), finds the
-//   max, the softmax and then the k winners by k warp arg-max reductions over (p desc, e asc),
-//   the CPU's order, so ties go to the lower expert index.
+//   max, the softmax and then the k winners by k warp arg-max reductions over (score desc,
+//   e asc), the CPU's order, so ties go to the lower expert index. The score is p, or p + bias[e]
+//   with a selection bias (bias (E), T-typed, nullable); the winner's unbiased p rides along
+//   the reduction for the gate and the renormalising sum.
 // Backward: ReLU is elementwise; top-k is one warp per token with the sums in double.
 #include <cuda_runtime.h>
 
@@ -98,7 +100,8 @@ __global__ void relu_route_kernel(T* gates, int32_t* mask, int32_t* token_counts
 template <typename T>
 __global__ void topk_route_kernel(T* gates, T* probs, int32_t* mask, int32_t* token_counts,
                                   double* part_sums, int32_t* part_counts, const T* logits,
-                                  int64_t n_tokens, int n_experts, int k, bool renormalize) {
+                                  const T* bias, int64_t n_tokens, int n_experts, int k,
+                                  bool renormalize) {
   __shared__ double s_sum[kWarps][kTopkMaxExperts];
   __shared__ int32_t s_cnt[kWarps][kTopkMaxExperts];
   const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32;
@@ -131,37 +134,45 @@ __global__ void topk_route_kernel(T* gates, T* probs, int32_t* mask, int32_t* to
         sum += p[j];
       }
     sum = warp_sum(sum);
+    // The selection score: p, or p + bias[e] (the CPU's sum, in T).
+    T score[kTopkPerLane];
 #pragma unroll
-    for (int j = 0; j < kTopkPerLane; ++j)
-      if (lane + 32 * j < n_experts) p[j] /= sum;
+    for (int j = 0; j < kTopkPerLane; ++j) {
+      const int e = lane + 32 * j;
+      if (e < n_experts) p[j] /= sum;
+      score[j] = e < n_experts && bias ? p[j] + bias[e] : p[j];
+    }
 
-    // k rounds of arg-max over the unselected; (p desc, e asc) is a total order, so the
-    // butterfly leaves every lane with the same winner.
+    // k rounds of arg-max over the unselected; (score desc, e asc) is a total order, so the
+    // butterfly leaves every lane with the same winner, and with it the winner's p.
     unsigned selected = 0;  // bit j: expert lane + 32·j is selected
-    T selected_sum = 0;     // in selection order, like the CPU
+    T selected_sum = 0;     // Σ p of the selected, in selection order, like the CPU
     for (int round = 0; round < k; ++round) {
-      T best = 0;
+      T best = 0, best_p = 0;
       int best_e = INT_MAX;  // INT_MAX: nothing left on this lane
 #pragma unroll
       for (int j = 0; j < kTopkPerLane; ++j) {
         const int e = lane + 32 * j;
         // j ascending is e ascending: strict > keeps the lower index on ties.
-        if (e < n_experts && !((selected >> j) & 1u) && (best_e == INT_MAX || p[j] > best)) {
-          best = p[j];
+        if (e < n_experts && !((selected >> j) & 1u) && (best_e == INT_MAX || score[j] > best)) {
+          best = score[j];
+          best_p = p[j];
           best_e = e;
         }
       }
       for (int m = 16; m > 0; m >>= 1) {
         const T other = __shfl_xor_sync(kFullMask, best, m);
+        const T other_p = __shfl_xor_sync(kFullMask, best_p, m);
         const int other_e = __shfl_xor_sync(kFullMask, best_e, m);
         if (other_e != INT_MAX &&
             (best_e == INT_MAX || other > best || (other == best && other_e < best_e))) {
           best = other;
+          best_p = other_p;
           best_e = other_e;
         }
       }
       if (best_e % 32 == lane) selected |= 1u << (best_e / 32);
-      selected_sum += best;
+      selected_sum += best_p;
     }
 
 #pragma unroll
@@ -286,11 +297,6 @@ __global__ void topk_backward_kernel(T* dlogits, const T* dgates, const T* dprob
   }
 }
 
-int grid_for(int64_t n, int64_t per_block) {
-  const int64_t b = (n + per_block - 1) / per_block;
-  return int(b < 65535 ? b : 65535);
-}
-
 void check_sizes(const char* op, int64_t n_tokens, int64_t n_experts) {
   REMOE_CHECK(n_tokens >= 0 && n_experts >= 0, op, ": negative size (T ", n_tokens, ", E ",
               n_experts, ")");
@@ -353,7 +359,7 @@ void relu_router_backward(T* dlogits, const T* dgates, const T* logits, int64_t 
 template <typename T>
 void topk_router_forward(T* gates, T* probs, RouterStats<T> stats, const T* logits,
                          int64_t n_tokens, int64_t n_experts, int k, bool renormalize,
-                         cudaStream_t stream) {
+                         const T* bias, cudaStream_t stream) {
   NvtxRange range("topk_router_forward");
   check_sizes("topk_router_forward", n_tokens, n_experts);
   REMOE_CHECK(n_experts >= 1 && n_experts <= kTopkMaxExperts, "topk_router_forward: E = ",
@@ -364,8 +370,8 @@ void topk_router_forward(T* gates, T* probs, RouterStats<T> stats, const T* logi
   Partials part(n_blocks * n_experts, stream);
   if (n_blocks > 0) {
     topk_route_kernel<<<unsigned(n_blocks), kThreads, 0, stream>>>(
-        gates, probs, stats.mask, stats.token_counts, part.sums, part.counts, logits, n_tokens,
-        int(n_experts), k, renormalize);
+        gates, probs, stats.mask, stats.token_counts, part.sums, part.counts, logits, bias,
+        n_tokens, int(n_experts), k, renormalize);
     CUDA_CHECK(cudaGetLastError());
   }
   finish_stats(stats, part, n_blocks, n_experts, stream);
@@ -390,7 +396,7 @@ void topk_router_backward(T* dlogits, const T* dgates, const T* dprobs, const T*
                                        cudaStream_t);                                           \
   template void relu_router_backward<T>(T*, const T*, const T*, int64_t, int64_t, cudaStream_t); \
   template void topk_router_forward<T>(T*, T*, RouterStats<T>, const T*, int64_t, int64_t, int,  \
-                                       bool, cudaStream_t);                                     \
+                                       bool, const T*, cudaStream_t);                           \
   template void topk_router_backward<T>(T*, const T*, const T*, const T*, const int32_t*,        \
                                         int64_t, int64_t, bool, cudaStream_t);
 REMOE_INSTANTIATE(float)

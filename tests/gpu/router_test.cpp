@@ -175,7 +175,8 @@ TEST_P(GpuTopkRouter, ForwardMatchesCpu) {
   DeviceRouting got_d(T, E);
   const Tensor zd = upload<float>({T, E}, z);
   cuda::topk_router_forward<float>(dev<float>(got_d.gates), dev<float>(got_d.probs),
-                                   got_d.stats(), dev<float>(zd), T, E, k, renorm, stream());
+                                   got_d.stats(), dev<float>(zd), T, E, k, renorm, nullptr,
+                                   stream());
   const HostRouting got = got_d.read();
   EXPECT_EQ(got.mask, want.mask);  // ties included: the lower expert index wins
   EXPECT_EQ(got.token_counts, want.token_counts);
@@ -229,6 +230,102 @@ INSTANTIATE_TEST_SUITE_P(
              (c.renormalize ? "_renorm" : "");
     });
 
+// --- top-k with a selection bias ---------------------------------------------------------------
+
+// A bias far larger than any probability: +2 on experts e ≡ 2 (mod 3), −1 on e ≡ 1, 0 on the
+// rest, so the selection is first the +2 group, then the 0 group, then the −1 group, each by p
+// (and by index on ties). It moves the selection away from the unbiased top-k on most tokens
+// (checked below: on at least one). The scores at each selection boundary are the largest p of
+// their group, 5% apart as in topk_logits (or exactly tied, tokens 0 and 1), so the CPU and the
+// GPU, whose p differ by a rounding, must pick the same experts.
+std::vector<float> selection_bias(int64_t E) {
+  std::vector<float> b(static_cast<size_t>(E));
+  for (int64_t e = 0; e < E; ++e) b[size_t(e)] = e % 3 == 2 ? 2.0f : e % 3 == 1 ? -1.0f : 0.0f;
+  return b;
+}
+
+HostRouting cpu_topk_biased(const std::vector<float>& z, const std::vector<float>& bias,
+                            int64_t T, int64_t E, int k, bool renorm) {
+  HostRouting r = cpu_topk(z, T, E, k, renorm);  // sizes every buffer
+  cpu::topk_router_forward<float>(r.gates.data(), r.probs.data(),
+                                  {r.mask.data(), r.expert_counts.data(), r.score_sums.data(),
+                                   r.token_counts.data(), &r.nonzero},
+                                  z.data(), bias.data(), T, E, k, renorm);
+  return r;
+}
+
+using GpuTopkRouterBias = GpuTestWithParam<TopkCase>;
+
+TEST_P(GpuTopkRouterBias, SelectsByTheBiasedScoreAndGatesByTheUnbiasedP) {
+  const auto [T, E, k, renorm] = GetParam();
+  const std::vector<float> z = topk_logits(T, E, 31);
+  const std::vector<float> bias = selection_bias(E);
+  const HostRouting want = cpu_topk_biased(z, bias, T, E, k, renorm);
+  const HostRouting unbiased = cpu_topk(z, T, E, k, renorm);
+  DeviceRouting got_d(T, E);
+  const Tensor zd = upload<float>({T, E}, z), bd = upload<float>({E}, bias);
+  cuda::topk_router_forward<float>(dev<float>(got_d.gates), dev<float>(got_d.probs),
+                                   got_d.stats(), dev<float>(zd), T, E, k, renorm,
+                                   dev<float>(bd), stream());
+  const HostRouting got = got_d.read();
+  EXPECT_EQ(got.mask, want.mask);
+  EXPECT_EQ(got.token_counts, want.token_counts);
+  EXPECT_EQ(got.expert_counts, want.expert_counts);
+  EXPECT_EQ(got.nonzero, int32_t(T * k));
+  EXPECT_TRUE(close(got.probs, want.probs, kGpuF32Atol, kGpuF32Rtol));
+  EXPECT_TRUE(close(got.gates, want.gates, kGpuF32Atol, kGpuF32Rtol));
+  EXPECT_TRUE(close(got.score_sums, want.score_sums, kGpuF32Atol, kGpuF32Rtol));
+  // The statistics are the unbiased p's: the same as without the bias.
+  EXPECT_TRUE(close(got.score_sums, unbiased.score_sums, kGpuF32Atol, kGpuF32Rtol));
+
+  // Gates are the unbiased p on the selected (or p / Σ_selected p), computed from the GPU's own
+  // probabilities: exact without renormalisation.
+  for (int64_t t = 0; t < T; ++t) {
+    double selected = 0;
+    for (int64_t e = 0; e < E; ++e)
+      if (got.mask[size_t(t * E + e)]) selected += got.probs[size_t(t * E + e)];
+    for (int64_t e = 0; e < E; ++e) {
+      const size_t i = size_t(t * E + e);
+      const double p = got.probs[i];
+      if (!got.mask[i])
+        EXPECT_EQ(got.gates[i], 0.0f) << "t " << t << " e " << e;
+      else if (!renorm)
+        EXPECT_EQ(got.gates[i], got.probs[i]) << "t " << t << " e " << e;
+      else
+        EXPECT_NEAR(got.gates[i], p / selected, 2e-6 * (p / selected)) << "t " << t << " e " << e;
+    }
+  }
+  // The bias moved the selection (else this test checks nothing new).
+  if (E >= 3 && k < E) {
+    int64_t moved = 0;
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t e = 0; e < E; ++e)
+        if (want.mask[size_t(t * E + e)] != unbiased.mask[size_t(t * E + e)]) {
+          ++moved;
+          break;
+        }
+    EXPECT_GT(moved, 0) << "the bias changed no token's selection";
+    // The all-tie token 0: the +2 group's lowest indices win (2, 5, 8, …), not 0, 1, ….
+    if (T > 0 && k <= E / 3) {
+      for (int i = 0; i < k; ++i)
+        EXPECT_EQ(got.mask[size_t(2 + 3 * i)], 1) << "expert " << 2 + 3 * i;
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, GpuTopkRouterBias,
+    ::testing::Values(TopkCase{0, 8, 2, false}, TopkCase{1, 1, 1, false},
+                      TopkCase{9, 3, 1, false}, TopkCase{37, 8, 2, false},
+                      TopkCase{37, 8, 2, true}, TopkCase{65, 33, 3, true},
+                      TopkCase{200, 128, 8, false}, TopkCase{200, 128, 8, true},
+                      TopkCase{50, 256, 5, false}, TopkCase{130, 8, 7, true}),
+    [](const auto& info) {
+      const TopkCase& c = info.param;
+      return "T" + std::to_string(c.T) + "_E" + std::to_string(c.E) + "_k" + std::to_string(c.k) +
+             (c.renormalize ? "_renorm" : "");
+    });
+
 using GpuTopkRouterErrors = GpuTest;
 
 TEST_F(GpuTopkRouterErrors, RejectsTooManyExpertsAndBadK) {
@@ -236,12 +333,14 @@ TEST_F(GpuTopkRouterErrors, RejectsTooManyExpertsAndBadK) {
   const Tensor z = Tensor::zeros({2, 300}, DType::f32, Device::cuda);
   EXPECT_NE(error_of([&] {
               cuda::topk_router_forward<float>(dev<float>(d.gates), dev<float>(d.probs), d.stats(),
-                                               dev<float>(z), 2, 300, 2, false, stream());
+                                               dev<float>(z), 2, 300, 2, false, nullptr,
+                                               stream());
             }).find("E = 300"),
             std::string::npos);
   EXPECT_NE(error_of([&] {
               cuda::topk_router_forward<float>(dev<float>(d.gates), dev<float>(d.probs), d.stats(),
-                                               dev<float>(z), 2, 8, 9, false, stream());
+                                               dev<float>(z), 2, 8, 9, false, nullptr,
+                                               stream());
             }).find("k = 9"),
             std::string::npos);
 }
