@@ -107,7 +107,8 @@ struct Proto {
                           mask_relu.get(), T, E, stream());
     cuda::topk_router_forward(gates_topk.get(), probs.get(),
                               stats(mask_topk, counts_topk, sums, tokens, nonzero),
-                              logits_topk.get(), T, E, int(c.k), false, stream());
+                              logits_topk.get(), T, E, int(c.k), false,
+                              static_cast<const float*>(nullptr), stream());
     n_topk = read_one(nonzero.get());
     cuda::permute_indices(offsets.get(), token_index_topk.get(), row_of_topk.get(),
                           mask_topk.get(), T, E, stream());
@@ -223,7 +224,7 @@ void run_chain(benchmark::State& state, const Case& c, const Proto& p, bool relu
       cuda::relu_router_forward(gates[s], st.at(s), logits[s], T, E, stream());
     else
       cuda::topk_router_forward(gates[s], probs[s], st.at(s), logits[s], T, E, int(c.k), false,
-                                stream());
+                                static_cast<const float*>(nullptr), stream());
     cuda::load_balance_loss_forward(loss[s], scores, st.counts[s], T, E, kLambda, int(c.k), stream());
     cuda::permute_indices(offsets[s], token_index[s], row_of[s], st.mask[s], T, E, stream());
     cuda::gather_rows_forward(xs[s], x[s], token_index[s], N, d, stream());
@@ -286,10 +287,8 @@ void run(benchmark::State& state, const Case& c, Kernel kernel) {
       auto st = hold(Stats(T, E, sets));
       const int k = int(c.k);
       launch = [=](int64_t i) {
-        // NOTE: the current signature; the version with a `const T* bias` before the stream
-        // (kernels/router.h's CPU twin) takes nullptr here.
         cuda::topk_router_forward((*gates)[i], (*probs)[i], st->at(i), (*logits)[i], T, E, k,
-                                  false, stream());
+                                  false, static_cast<const float*>(nullptr), stream());  // no bias
       };
       break;
     }

@@ -30,34 +30,52 @@ Routing drop_over_capacity(const Routing& routing, const Tensor& scores, int64_t
               ": scores ", shape_str(scores.shape()), " and mask ",
               shape_str(routing.mask.shape()), " must have the shape of gates ",
               shape_str(gates.shape()));
-  check_cpu(op, {{"routing.gates", gates}});
+  REMOE_CHECK(routing.mask.device() == gates.device(), op, ": routing.mask and routing.gates ",
+              "live on different devices");
   REMOE_CHECK(capacity >= 0, op, ": capacity must be >= 0, got ", capacity);
   const int64_t n_tokens = gates.dim(0), n_experts = gates.dim(1);
 
+  const Device dev = gates.device();
   Routing r = routing;
-  r.gates = Tensor::empty(gates.shape(), gates.dtype());
-  r.mask = Tensor::empty(gates.shape(), DType::i32);
-  r.expert_counts = Tensor::empty({n_experts}, DType::i32);
-  r.token_counts = Tensor::empty({n_tokens}, DType::i32);
-  r.nonzero = Tensor::empty({}, DType::i32);
-  dispatch_float(op, gates.dtype(), [&](auto tag) {
-    using T = decltype(tag);
-    cpu::capacity_drop_forward(r.gates.data<T>(), r.mask.data<int32_t>(),
-                               r.expert_counts.data<int32_t>(), r.token_counts.data<int32_t>(),
-                               r.nonzero.data<int32_t>(), gates.data<T>(),
-                               routing.mask.data<int32_t>(), scores.data<T>(), n_tokens,
-                               n_experts, capacity, by_position);
-  });
+  r.gates = Tensor::empty(gates.shape(), gates.dtype(), dev);
+  r.mask = Tensor::empty(gates.shape(), DType::i32, dev);
+  r.expert_counts = Tensor::empty({n_experts}, DType::i32, dev);
+  r.token_counts = Tensor::empty({n_tokens}, DType::i32, dev);
+  r.nonzero = Tensor::empty({}, DType::i32, dev);
+  if (on_gpu(gates))
+    dispatch_cuda_f32(op, gates.dtype(), [&](auto) {
+      cuda::capacity_drop_forward(r.gates.cuda_data<float>(), r.mask.cuda_data<int32_t>(),
+                                  r.expert_counts.cuda_data<int32_t>(),
+                                  r.token_counts.cuda_data<int32_t>(),
+                                  r.nonzero.cuda_data<int32_t>(), gates.cuda_data<float>(),
+                                  routing.mask.cuda_data<int32_t>(), scores.cuda_data<float>(),
+                                  n_tokens, n_experts, capacity, by_position, stream());
+    });
+  else
+    dispatch_float(op, gates.dtype(), [&](auto tag) {
+      using T = decltype(tag);
+      cpu::capacity_drop_forward(r.gates.data<T>(), r.mask.data<int32_t>(),
+                                 r.expert_counts.data<int32_t>(), r.token_counts.data<int32_t>(),
+                                 r.nonzero.data<int32_t>(), gates.data<T>(),
+                                 routing.mask.data<int32_t>(), scores.data<T>(), n_tokens,
+                                 n_experts, capacity, by_position);
+    });
   const Tensor out = r.gates, kept = r.mask;
   record(op, {gates}, {out}, [=] {
     const Tensor dout = out.grad();
     if (!dout.defined()) return;
-    Tensor dgates = Tensor::empty(gates.shape(), gates.dtype());
-    dispatch_float(op, gates.dtype(), [&](auto tag) {
-      using T = decltype(tag);
-      cpu::capacity_drop_backward(dgates.data<T>(), dout.data<T>(), kept.data<int32_t>(),
-                                  gates.numel());
-    });
+    Tensor dgates = Tensor::empty(gates.shape(), gates.dtype(), dev);
+    if (on_gpu(gates))
+      dispatch_cuda_f32(op, gates.dtype(), [&](auto) {
+        cuda::capacity_drop_backward(dgates.cuda_data<float>(), dout.cuda_data<float>(),
+                                     kept.cuda_data<int32_t>(), gates.numel(), stream());
+      });
+    else
+      dispatch_float(op, gates.dtype(), [&](auto tag) {
+        using T = decltype(tag);
+        cpu::capacity_drop_backward(dgates.data<T>(), dout.data<T>(), kept.data<int32_t>(),
+                                    gates.numel());
+      });
     accumulate_grad(gates, dgates);
   });
   return r;

@@ -57,11 +57,10 @@ Routing topk_router(const Tensor& logits, int k, bool renormalize, const Tensor&
   if (on_gpu(logits)) {
     REMOE_CHECK(n_experts <= cuda::kTopkMaxExperts, op, ": the CUDA kernel takes up to ",
                 cuda::kTopkMaxExperts, " experts, got E = ", n_experts);
-    REMOE_CHECK(!bias.defined(), op, ": the selection bias has no CUDA kernel yet");
     dispatch_cuda_f32(op, logits.dtype(), [&](auto) {
       cuda::topk_router_forward(r.gates.cuda_data<float>(), r.probs.cuda_data<float>(),
                                 stats_of<float>(r), logits.cuda_data<float>(), n_tokens,
-                                n_experts, k, renormalize, stream());
+                                n_experts, k, renormalize, data_or_null<float>(bias), stream());
     });
   } else {
     dispatch_float(op, logits.dtype(), [&](auto tag) {

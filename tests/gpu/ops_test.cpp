@@ -132,6 +132,37 @@ TEST_F(GpuOps, RoutersAndTheirLosses) {
   }
 }
 
+// The routers of issue 10 and TopK's knobs through the op layer: z-loss, expert choice, the
+// selection bias, capacity dropping and hash routing.
+TEST_F(GpuOps, RouterVariants) {
+  Rng rng(12);
+  const Tensor logits = leaf({37, 8}, rng);
+  const Tensor bias = Tensor::from_vector<float>({8}, {0.3f, 0, 0, -0.2f, 0, 0.5f, 0, 0});
+  expect_gpu_matches_cpu([](const auto& in) { return ops::z_loss(in[0], 1e-3); }, {logits});
+  expect_gpu_matches_cpu(
+      [](const auto& in) {
+        const ops::Routing r = ops::expert_choice_router(in[0], 5);
+        return ops::add(r.gates, r.probs);
+      },
+      {logits});
+  expect_gpu_matches_cpu(
+      [](const auto& in) {
+        const ops::Routing r = ops::topk_router(in[0], 2, false, in[1]);
+        return ops::add(r.gates, r.probs);
+      },
+      {logits, bias});
+  for (bool by_position : {false, true})
+    expect_gpu_matches_cpu(
+        [&](const auto& in) {
+          const ops::Routing r = ops::topk_router(in[0], 2);
+          return ops::drop_over_capacity(r, r.probs, 6, by_position).gates;
+        },
+        {logits});
+  expect_gpu_matches_cpu(
+      [](const auto& in) { return ops::hash_router(in[0], 8, 2, DType::f32).gates; },
+      {ids({5, 0, 255, 5, 17, 99, 3})});
+}
+
 TEST_F(GpuOps, RoutingStatisticsAreTheCpusExactly) {
   Rng rng(6);
   const Tensor logits = randn({101, 16}, DType::f32, rng);
