@@ -15,6 +15,7 @@
 
 #include "autodiff/device.h"
 #include "dist/bootstrap.h"
+#include "dist/nccl.h"
 #include "train/analyze.h"
 #include "train/config.h"
 #include "train/estimate.h"
@@ -88,15 +89,24 @@ int train(const std::vector<std::string>& args) {
   if (dry_run)
     std::printf("%s", remoe::train::describe_estimate(config, remoe::train::estimate_run(config)).c_str());
   if (print_config || dry_run) return 0;
-  // Several processes would each train alone and write the same run directory: refuse them
-  // until the trainer runs on GPUs over NCCL (dist/README.md, "Not built yet").
+  // Started by torchrun, mpirun or srun with several ranks: one GPU per process, the ranks
+  // joined by NCCL (dist/README.md says how to launch). The communicator comes first: it
+  // selects this rank's GPU before anything touches one.
   const remoe::dist::LaunchInfo launch = remoe::dist::launch_info(remoe::dist::process_env());
-  REMOE_CHECK(launch.world_size == 1, "this process is rank ", launch.rank, " of ",
-              launch.world_size, " (started by ", launch.launcher, "), but the trainer runs one process: ",
-              "training over several processes needs its GPU path with NCCL, which is not built ",
-              "yet (dist/README.md); start one process");
   config.validate_world(launch.world_size);
-  const remoe::train::RunResult result = remoe::train::run_training(config);
+  std::unique_ptr<remoe::dist::Communicator> comm;
+  if (launch.world_size > 1) {
+    REMOE_CHECK(remoe::dist::nccl_built(), "this process is rank ", launch.rank, " of ",
+                launch.world_size, " (started by ", launch.launcher, "): training over several ",
+                "processes runs on GPUs over NCCL, and this remoe was built without NCCL ",
+                "(configure with -Dnccl=enabled where nccl.h and libnccl are found)");
+    REMOE_CHECK(config.device != remoe::train::DeviceChoice::cpu, "this process is rank ",
+                launch.rank, " of ", launch.world_size, " (started by ", launch.launcher,
+                "): several processes train on one GPU each, but train.device = \"cpu\"");
+    comm = remoe::dist::nccl_communicator(launch);
+  }
+  const remoe::train::RunResult result =
+      comm ? remoe::train::run_training(config, *comm) : remoe::train::run_training(config);
   // Stopped by SIGINT/SIGTERM with a checkpoint saved (run_training said so): the shell's
   // convention for a signal, 128 + its number (130, 143), so that `remoe train && next` does
   // not go on with an unfinished run.

@@ -268,10 +268,13 @@ bool may_change_on_resume(std::string_view key) {
   // usual reason to restart): the run then differs from an uninterrupted one, knowingly.
   // Evaluation, checkpointing and logging only observe the run; train.steps extends or
   // shortens it and train.max_skips only decides when to give up.
-  // dist.* only says how the ranks split the work (checkpoints hold whole tensors).
+  // dist.* only says how the ranks split the work (checkpoints hold whole tensors), and
+  // train.device and train.precision where and how precisely it computes (checkpoints are f32
+  // on the host): a CPU run may go on on a GPU.
   for (std::string_view prefix : {"optim.", "eval.", "checkpoint.", "log.", "dist."})
     if (key.starts_with(prefix)) return true;
-  return key == "train.steps" || key == "train.max_skips";
+  return key == "train.steps" || key == "train.max_skips" || key == "train.device" ||
+         key == "train.precision";
 }
 
 void check_resume_config(const std::string& dir, const TrainConfig& saved,

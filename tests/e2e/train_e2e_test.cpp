@@ -446,6 +446,27 @@ TEST(BadInputFiles, EmptyDataFileAndMissingConfig) {
   fs::remove(empty);
 }
 
+// Several ranks train on one GPU each over NCCL: a launch that asks for the CPU (or a build
+// without NCCL) is refused before anything starts, naming the rank and the launcher.
+TEST(BadInputFiles, SeveralRanksOnTheCpuAreRefused) {
+  const char* bin = std::getenv("REMOE_BIN");
+  if (!bin) GTEST_SKIP() << "REMOE_BIN not set (run through meson test)";
+  const std::string out = fresh_dir("ranks") + ".txt";
+  const std::string cmd = "env WORLD_SIZE=2 RANK=1 LOCAL_RANK=1 LOCAL_WORLD_SIZE=2 "
+                          "TORCHELASTIC_RUN_ID=e2e MASTER_ADDR=127.0.0.1 MASTER_PORT=29511 " + std::string(bin) +
+                          " train --config configs/tiny.toml --train.device=cpu --log.run_dir=" +
+                          fresh_dir("ranks") + " > /dev/null 2> " + out;
+  const int status = std::system(cmd.c_str());
+  ASSERT_TRUE(WIFEXITED(status)) << "crashed";
+  EXPECT_NE(WEXITSTATUS(status), 0);
+  const std::string err = test::read_file(out);
+  EXPECT_NE(err.find("rank 1 of 2 (started by torchrun)"), std::string::npos) << err;
+  EXPECT_TRUE(err.find("train.device = \"cpu\"") != std::string::npos ||
+              err.find("built without NCCL") != std::string::npos) << err;
+  EXPECT_EQ(std::count(err.begin(), err.end(), '\n'), 1) << err;
+  fs::remove(out);
+}
+
 // --- the binary in trouble ------------------------------------------------------------
 
 extern "C" char** environ;

@@ -234,7 +234,8 @@ TEST(ResumeSafety, AcceptsTheKeysThatMayChange) {
 TEST(ResumeSafety, TheKeyPolicyIsExplicit) {
   for (const char* key : {"train.steps", "train.max_skips", "optim.lr", "optim.warmup_steps",
                           "eval.every", "eval.batches", "checkpoint.every", "checkpoint.keep_last",
-                          "log.run_dir", "log.every", "dist.expert_parallel", "dist.bucket_mb", "dist.zero1"})
+                          "log.run_dir", "log.every", "dist.expert_parallel", "dist.bucket_mb", "dist.zero1",
+                          "train.device", "train.precision"})
     EXPECT_TRUE(may_change_on_resume(key)) << key;
   for (const char* key : {"model.d_model", "model.router", "model.granularity", "data.path",
                           "data.val_fraction", "train.seed", "train.batch_size", "train.seq_len",
