@@ -1,6 +1,7 @@
 #include "model/moe.h"
 
 #include "dist/ops.h"
+#include "kernels/nvtx.h"
 
 namespace remoe::model {
 namespace {
@@ -39,17 +40,34 @@ Tensor expert_ffn_parallel(const Tensor& xs, const MoeWeights& w, const ops::Per
 MoeOutput moe_forward(const Tensor& x, const MoeWeights& w, const ModelConfig& config,
                       double lambda, const dist::ExpertParallel& ep,
                       const RouteContext& context, Precision precision) {
-  Routed routed = route(x, w.router, config, lambda, context);
+  const NvtxRange range("moe");  // and inside it one range per stage, for the timeline
+  Routed routed;
+  {
+    const NvtxRange stage("router");
+    routed = route(x, w.router, config, lambda, context);
+  }
   const ops::Routing& r = routed.routing;
-
-  const ops::Permutation perm = ops::permute(r.mask);
-  const Tensor xs = ops::gather_rows(x, perm);  // (N, d), expert-major
-  const Tensor expert_out = ep.enabled() ? expert_ffn_parallel(xs, w, perm, ep, precision)
-                                         : expert_ffn(xs, w, perm, precision);
+  ops::Permutation perm;
+  Tensor xs;  // (N, d), expert-major
+  {
+    const NvtxRange stage("dispatch");
+    perm = ops::permute(r.mask);
+    xs = ops::gather_rows(x, perm);
+  }
+  Tensor expert_out;
+  {
+    const NvtxRange stage("experts");
+    expert_out = ep.enabled() ? expert_ffn_parallel(xs, w, perm, ep, precision)
+                              : expert_ffn(xs, w, perm, precision);
+  }
   // NOTE: with expert parallelism, combine consumes the returning all-to-all's output on every
   // rank, so that node gets a gradient (possibly of zero rows) and runs its collective in
   // backward on every rank; dist/ops.h says why that matters.
-  const Tensor y = ops::combine(expert_out, r.gates, perm);
+  Tensor y;
+  {
+    const NvtxRange stage("combine");
+    y = ops::combine(expert_out, r.gates, perm);
+  }
 
   MoeLayerStats stats;
   stats.sparsity = ops::sparsity(r);

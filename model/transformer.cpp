@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "autodiff/ops.h"
+#include "kernels/nvtx.h"
 
 namespace remoe::model {
 
@@ -89,6 +90,7 @@ void Transformer::to(Device device) {
 
 Tensor Transformer::attention_block(const Tensor& x, const Layer& l, int64_t batch,
                                     int64_t seq) const {
+  const NvtxRange range("attention");
   const auto& c = config_;
   const int64_t hd = c.head_dim();
   const Tensor h = ops::rmsnorm(x, l.attn_norm, c.norm_eps);
@@ -104,15 +106,18 @@ ForwardOutput Transformer::forward(const Tensor& ids, int64_t batch, int64_t seq
                                    double lambda) const {
   REMOE_CHECK(ids.ndim() == 1 && ids.dim(0) == batch * seq, "Transformer::forward: ids ",
               shape_str(ids.shape()), " should hold batch · seq = ", batch, " · ", seq, " tokens");
+  const NvtxRange range("forward");
   const auto& c = config_;
   ForwardOutput out;
   out.aux = Tensor::zeros({}, dtype_, device());
   Tensor x = ops::embedding(ids, embedding_);
   for (size_t i = 0; i < layers_.size(); ++i) {
     const Layer& l = layers_[i];
+    const NvtxRange layer_range(("layer " + std::to_string(i)).c_str());
     x = ops::add(x, attention_block(x, l, batch, seq));
     const Tensor h = ops::rmsnorm(x, l.ffn_norm, c.norm_eps);
     if (c.ffn == FfnKind::dense) {
+      const NvtxRange ffn_range("ffn");
       const Precision p = precision_;
       x = ops::add(x, linear(ops::swiglu(linear(h, l.w1, p), linear(h, l.w3, p)), l.w2, p));
     } else {
@@ -124,6 +129,7 @@ ForwardOutput Transformer::forward(const Tensor& ids, int64_t batch, int64_t seq
       out.layers.push_back(std::move(moe.stats));
     }
   }
+  const NvtxRange head_range("lm_head");
   out.logits = linear(ops::rmsnorm(x, final_norm_, c.norm_eps), output_, precision_);
   return out;
 }

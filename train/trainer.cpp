@@ -24,6 +24,7 @@
 #include "autodiff/tape.h"
 #include "dist/data_parallel.h"
 #include "dist/zero.h"
+#include "kernels/nvtx.h"
 #include "model/transformer.h"
 #include "train/checkpoint.h"
 #include "train/data.h"
@@ -160,6 +161,7 @@ class StopSignals {
 // past the last batch runs batch 0 again and counts nothing.
 double evaluate(const model::Transformer& model, const Corpus& corpus, const TrainConfig& c,
                 dist::Communicator& comm) {
+  const NvtxRange range("eval");
   NoGradGuard no_grad;
   const int64_t rank = comm.rank(), world = comm.world_size();
   const int64_t rounds = model.expert_parallel().enabled() ? (c.eval_batches + world - 1) / world
@@ -466,6 +468,7 @@ RunResult run_training(const TrainConfig& config_in, dist::Communicator& comm,
   cpu::AdamWHyper hyper{c.lr, c.beta1, c.beta2, c.eps, c.weight_decay};
   const int64_t n_moe_layers = moe ? c.model.n_layers : 0, n_experts = c.model.experts();
   for (int64_t step = start; step < c.steps; ++step) {
+    const NvtxRange step_range("step");
     const auto t0 = std::chrono::steady_clock::now();
     StepRecord r;
     r.step = step + 1;
@@ -490,10 +493,13 @@ RunResult run_training(const TrainConfig& config_in, dist::Communicator& comm,
       const model::ForwardOutput out = model.forward(b.inputs, c.batch_size, c.seq_len, lambda.lambda);
       const Tensor ce = ops::cross_entropy(out.logits, b.targets);
       const Tensor loss = ops::scale(ops::add(ce, out.aux), 1.0 / double(micro_total));
-      if (buckets && micro == (rank + 1) * c.grad_accum - 1)  // the step's last backward here
-        backward(loss, replicated, [&](size_t i) { buckets->ready(i); });
-      else
-        backward(loss);
+      {
+        const NvtxRange range("backward");
+        if (buckets && micro == (rank + 1) * c.grad_accum - 1)  // the step's last backward here
+          backward(loss, replicated, [&](size_t i) { buckets->ready(i); });
+        else
+          backward(loss);
+      }
       sums[0] += ce.item() / double(micro_total);
       sums[1] += out.aux.item() / double(micro_total);
       for (size_t l = 0; l < out.layers.size(); ++l)
@@ -536,26 +542,29 @@ RunResult run_training(const TrainConfig& config_in, dist::Communicator& comm,
     }
     if (hooks.after_backward) hooks.after_backward(params, r.step);
 
-    // (A non-finite norm leaves the gradients scaled by NaN or 0: they are dropped below.)
-    if (ep.enabled()) {
-      // The replicated part once, every rank's experts once each.
-      const double rep = ops::grad_norm(replicated), own = ops::grad_norm(sharded);
-      r.grad_norm = std::sqrt(rep * rep + sum_over_ranks(comm, {own * own})[0]);
-      if (c.grad_clip > 0) ops::clip_grads_to_norm(params, r.grad_norm, c.grad_clip);
-    } else {
-      r.grad_norm = c.grad_clip > 0 ? ops::clip_grad_norm(params, c.grad_clip) : ops::grad_norm(params);
-    }
-    r.skip_reason = non_finite_reason(r);
-    r.skipped = !r.skip_reason.empty();
-    hyper.lr = r.lr;
-    // AdamW's bias correction counts steps, skipped ones included: the count stays a function
-    // of the step number alone (it is not saved), and a few skips barely move it.
-    if (zero && !r.skipped) zero->step(hyper, step + 1);
-    for (size_t i = 0; i < params.size(); ++i) {
-      cpu::AdamWHyper h = hyper;
-      if (params[i].ndim() < 2) h.weight_decay = 0;
-      if (!zero && !r.skipped) ops::adamw_step(params[i], optim.m[i], optim.v[i], h, step + 1);
-      params[i].zero_grad();
+    {  // clipping and AdamW
+      const NvtxRange optimizer_range("optimizer");
+      // (A non-finite norm leaves the gradients scaled by NaN or 0: they are dropped below.)
+      if (ep.enabled()) {
+        // The replicated part once, every rank's experts once each.
+        const double rep = ops::grad_norm(replicated), own = ops::grad_norm(sharded);
+        r.grad_norm = std::sqrt(rep * rep + sum_over_ranks(comm, {own * own})[0]);
+        if (c.grad_clip > 0) ops::clip_grads_to_norm(params, r.grad_norm, c.grad_clip);
+      } else {
+        r.grad_norm = c.grad_clip > 0 ? ops::clip_grad_norm(params, c.grad_clip) : ops::grad_norm(params);
+      }
+      r.skip_reason = non_finite_reason(r);
+      r.skipped = !r.skip_reason.empty();
+      hyper.lr = r.lr;
+      // AdamW's bias correction counts steps, skipped ones included: the count stays a function
+      // of the step number alone (it is not saved), and a few skips barely move it.
+      if (zero && !r.skipped) zero->step(hyper, step + 1);
+      for (size_t i = 0; i < params.size(); ++i) {
+        cpu::AdamWHyper h = hyper;
+        if (params[i].ndim() < 2) h.weight_decay = 0;
+        if (!zero && !r.skipped) ops::adamw_step(params[i], optim.m[i], optim.v[i], h, step + 1);
+        params[i].zero_grad();
+      }
     }
     if (r.skipped) {
       ++skips_in_a_row;

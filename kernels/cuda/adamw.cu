@@ -14,7 +14,7 @@
 #include "kernels/adamw.h"
 #include "kernels/check.h"
 #include "kernels/cuda/launch.cuh"
-#include "kernels/cuda/nvtx.h"
+#include "kernels/nvtx.h"
 
 namespace remoe::cuda {
 namespace {

@@ -24,7 +24,7 @@
 #include "kernels/attention.h"
 #include "kernels/check.h"
 #include "kernels/cuda/launch.cuh"
-#include "kernels/cuda/nvtx.h"
+#include "kernels/nvtx.h"
 
 namespace remoe::cuda {
 namespace {

@@ -14,7 +14,7 @@
 #include "kernels/check.h"
 #include "kernels/cuda/expert_select.cuh"
 #include "kernels/cuda/launch.cuh"
-#include "kernels/cuda/nvtx.h"
+#include "kernels/nvtx.h"
 
 namespace remoe::cuda {
 using namespace detail;

@@ -12,7 +12,7 @@
 #include "kernels/check.h"
 #include "kernels/combine.h"
 #include "kernels/cuda/launch.cuh"
-#include "kernels/cuda/nvtx.h"
+#include "kernels/nvtx.h"
 
 namespace remoe::cuda {
 using namespace detail;

@@ -5,7 +5,7 @@
 #include <cuda_runtime.h>
 
 #include "kernels/check.h"
-#include "kernels/cuda/nvtx.h"
+#include "kernels/nvtx.h"
 #include "kernels/elementwise.h"
 
 namespace remoe::cuda {

@@ -18,7 +18,7 @@
 #include "kernels/check.h"
 #include "kernels/cuda/expert_select.cuh"
 #include "kernels/cuda/launch.cuh"
-#include "kernels/cuda/nvtx.h"
+#include "kernels/nvtx.h"
 #include "kernels/expert_choice.h"
 
 namespace remoe::cuda {

@@ -23,7 +23,7 @@
 
 #include "kernels/check.h"
 #include "kernels/cuda/launch.cuh"
-#include "kernels/cuda/nvtx.h"
+#include "kernels/nvtx.h"
 #include "kernels/grouped_matmul.h"
 
 namespace remoe::cuda {

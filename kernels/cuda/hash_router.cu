@@ -13,7 +13,7 @@
 
 #include "kernels/check.h"
 #include "kernels/cuda/launch.cuh"
-#include "kernels/cuda/nvtx.h"
+#include "kernels/nvtx.h"
 #include "kernels/hash_router.h"
 
 namespace remoe::cuda {

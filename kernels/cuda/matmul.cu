@@ -14,7 +14,7 @@
 
 #include "kernels/check.h"
 #include "kernels/cuda/launch.cuh"
-#include "kernels/cuda/nvtx.h"
+#include "kernels/nvtx.h"
 #include "kernels/matmul.h"
 
 namespace remoe::cuda {

@@ -5,7 +5,7 @@
 
 #include "kernels/check.h"
 #include "kernels/cuda/launch.cuh"
-#include "kernels/cuda/nvtx.h"
+#include "kernels/nvtx.h"
 #include "kernels/swiglu.h"
 
 namespace remoe::cuda {

@@ -15,7 +15,7 @@
 
 #include "kernels/check.h"
 #include "kernels/cuda/launch.cuh"
-#include "kernels/cuda/nvtx.h"
+#include "kernels/nvtx.h"
 #include "kernels/z_loss.h"
 
 namespace remoe::cuda {

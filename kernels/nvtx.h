@@ -1,12 +1,14 @@
 // NVTX ranges: every CUDA launcher opens one, so an Nsight Systems timeline names each kernel's
-// op. Compiled away unless the build enables NVTX (meson option `nvtx`).
+// op, and the model and the trainer open one around each layer and phase (forward, backward,
+// optimizer, evaluation), so the timeline reads like the model. Compiled away unless the build
+// has the CUDA backend and enables NVTX (meson option `nvtx`).
 #pragma once
 
 #ifdef REMOE_NVTX
 #include <nvtx3/nvToolsExt.h>
 #endif
 
-namespace remoe::cuda {
+namespace remoe {
 
 class NvtxRange {
  public:
@@ -20,4 +22,4 @@ class NvtxRange {
   NvtxRange& operator=(const NvtxRange&) = delete;
 };
 
-}  // namespace remoe::cuda
+}  // namespace remoe
