@@ -112,6 +112,11 @@ Tensor z_loss(const Tensor& logits, double coeff);
 // dtype, zero at step 1). step is 1-based.
 void adamw_step(const Tensor& param, const Tensor& m, const Tensor& v, const cpu::AdamWHyper& hyper,
                 int64_t step);
+// The same for every parameter at once, weight decay hyper.weight_decay where decay[i] and 0
+// elsewhere; on the GPU in one multi-tensor launch (or a few), on the CPU one after another.
+void adamw_step(const std::vector<Tensor>& params, const std::vector<Tensor>& m,
+                const std::vector<Tensor>& v, const std::vector<bool>& decay,
+                const cpu::AdamWHyper& hyper, int64_t step);
 // sqrt(Σ over tensors of Σ g²) over the defined gradients of `params`, in order.
 double grad_norm(const std::vector<Tensor>& params);
 // Scales the gradients so their global norm is at most max_norm (torch's clip_grad_norm_);

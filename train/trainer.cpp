@@ -354,11 +354,9 @@ RunResult run_training(const TrainConfig& config_in, dist::Communicator& comm,
   if (reduce) buckets.emplace(comm, replicated, int64_t(c.bucket_mb * double(1 << 20)));
   // ZeRO-1: each rank keeps AdamW's moments for its slice of the parameters (dist/zero.h).
   std::optional<dist::ShardedAdamW> zero;
-  if (c.zero1 && reduce) {
-    std::vector<bool> decay;
-    for (const Tensor& p : params) decay.push_back(p.ndim() >= 2);  // none on 1-D parameters
-    zero.emplace(comm, params, decay);
-  }
+  std::vector<bool> decay;  // AdamW's weight decay: none on 1-D parameters (norms)
+  for (const Tensor& p : params) decay.push_back(p.ndim() >= 2);
+  if (c.zero1 && reduce) zero.emplace(comm, params, decay);
   int64_t start = 0;
 
   if (lead) fs::create_directories(c.run_dir);
@@ -558,13 +556,11 @@ RunResult run_training(const TrainConfig& config_in, dist::Communicator& comm,
       hyper.lr = r.lr;
       // AdamW's bias correction counts steps, skipped ones included: the count stays a function
       // of the step number alone (it is not saved), and a few skips barely move it.
-      if (zero && !r.skipped) zero->step(hyper, step + 1);
-      for (size_t i = 0; i < params.size(); ++i) {
-        cpu::AdamWHyper h = hyper;
-        if (params[i].ndim() < 2) h.weight_decay = 0;
-        if (!zero && !r.skipped) ops::adamw_step(params[i], optim.m[i], optim.v[i], h, step + 1);
-        params[i].zero_grad();
+      if (!r.skipped) {
+        if (zero) zero->step(hyper, step + 1);
+        else ops::adamw_step(params, optim.m, optim.v, decay, hyper, step + 1);
       }
+      for (const Tensor& p : params) p.zero_grad();
     }
     if (r.skipped) {
       ++skips_in_a_row;

@@ -226,6 +226,34 @@ TEST_F(GpuOps, OptimizerStepAndGradNorm) {
   EXPECT_TRUE(all_close(vg.to(Device::cpu), vc, kGpuF32Atol, kGpuF32Rtol));
 }
 
+// The list form: every parameter in one multi-tensor launch, decay per parameter, against the
+// CPU's one-by-one updates.
+TEST_F(GpuOps, AdamWOverAParameterListInOneLaunch) {
+  Rng rng(13);
+  const std::vector<Shape> shapes = {{3, 5}, {7}, {1}, {64, 33}};
+  const std::vector<bool> decay = {true, false, false, true};
+  std::vector<Tensor> pc, mc, vc, pg, mg, vg;
+  for (const Shape& s : shapes) {
+    Tensor p = randn(s, DType::f32, rng);
+    p.set_grad(randn(s, DType::f32, rng));
+    Tensor q = p.to(Device::cuda);
+    q.set_grad(p.grad().to(Device::cuda));
+    pc.push_back(p);
+    pg.push_back(q);
+    mc.push_back(Tensor::zeros(s, DType::f32));
+    vc.push_back(Tensor::zeros(s, DType::f32));
+    mg.push_back(mc.back().to(Device::cuda));
+    vg.push_back(vc.back().to(Device::cuda));
+  }
+  const cpu::AdamWHyper h{1e-2, 0.9, 0.999, 1e-8, 0.1};
+  for (int64_t step = 1; step <= 2; ++step) {
+    ops::adamw_step(pc, mc, vc, decay, h, step);
+    ops::adamw_step(pg, mg, vg, decay, h, step);
+  }
+  for (size_t i = 0; i < shapes.size(); ++i)
+    EXPECT_TRUE(all_close(pg[i].to(Device::cpu), pc[i], kGpuF32Atol, kGpuF32Rtol)) << "tensor " << i;
+}
+
 TEST_F(GpuOps, OpsWithoutACudaKernelOrMixedDevicesSaySo) {
   Rng rng(11);
   const Tensor a = randn({4, 4}, DType::f32, rng);
