@@ -82,5 +82,31 @@ TEST(AdamW, ErrorsNameTheParameter) {
   EXPECT_NE(error_of([&] { ops::adamw_step(p, m, v, {}, 0); }).find("1-based"), std::string::npos);
 }
 
+// The list form: each parameter updated as alone, with weight decay only where its flag says.
+TEST(AdamW, ListFormUpdatesEachParameterWithItsOwnDecay) {
+  const cpu::AdamWHyper h{0.1, 0.9, 0.999, 1e-8, 0.5};
+  Rng rng(5);
+  std::vector<Tensor> ps, ms, vs, ref;
+  for (int i = 0; i < 2; ++i) {
+    Tensor p = randn({4}, DType::f64, rng);
+    p.set_requires_grad(true).set_grad(randn({4}, DType::f64, rng));
+    Tensor q = p.clone();
+    q.set_requires_grad(true).set_grad(p.grad());
+    ps.push_back(p);
+    ref.push_back(q);
+    ms.push_back(Tensor::zeros({4}, DType::f64));
+    vs.push_back(Tensor::zeros({4}, DType::f64));
+  }
+  ops::adamw_step(ps, ms, vs, {true, false}, h, 1);
+  cpu::AdamWHyper no_decay = h;
+  no_decay.weight_decay = 0;
+  ops::adamw_step(ref[0], Tensor::zeros({4}, DType::f64), Tensor::zeros({4}, DType::f64), h, 1);
+  ops::adamw_step(ref[1], Tensor::zeros({4}, DType::f64), Tensor::zeros({4}, DType::f64), no_decay, 1);
+  EXPECT_TRUE(all_close(ps[0], ref[0], 0, 0));
+  EXPECT_TRUE(all_close(ps[1], ref[1], 0, 0));
+  EXPECT_NE(error_of([&] { ops::adamw_step(ps, ms, vs, {true}, h, 2); }).find("1 decay flags"),
+            std::string::npos);
+}
+
 }  // namespace
 }  // namespace remoe::test
