@@ -1,7 +1,9 @@
 #include "dist/zero.h"
 
 #include <algorithm>
-#include <cstring>
+
+#include "autodiff/device.h"
+#include "autodiff/op_util.h"
 
 namespace remoe::dist {
 
@@ -12,7 +14,7 @@ ShardedAdamW::ShardedAdamW(Communicator& comm, std::vector<Tensor> params, std::
   for (const Tensor& p : params_) {
     REMOE_CHECK(p.dtype() == DType::f32 && p.device() == Device::cpu, "ShardedAdamW: parameter '",
                 p.name(), "' is ", dtype_name(p.dtype()), " on ", device_name(p.device()),
-                ", expected f32 on the CPU");
+                ", expected f32 on the CPU (build on the CPU, then move_to the run's device)");
     offset_.push_back(total_);
     total_ += p.numel();
   }
@@ -25,6 +27,24 @@ ShardedAdamW::ShardedAdamW(Communicator& comm, std::vector<Tensor> params, std::
   mine_ = Tensor::zeros({shard_}, DType::f32);  // zero past N stays zero
   all_ = Tensor::empty({shard_ * world}, DType::f32);
 }
+
+void ShardedAdamW::move_to(Device device) {
+  REMOE_CHECK(device == comm_.device(), "ShardedAdamW: the parameters go to the ",
+              device_name(device), ", but the communicator gathers ", device_name(comm_.device()),
+              " tensors (ZeRO-1 on GPUs needs the NCCL communicator)");
+  for (Tensor* t : {&m_, &v_, &mine_, &all_}) t->move_to(device);
+  device_ = device;
+}
+
+namespace {
+// `count` floats from src + src_at to dst + dst_at (any devices).
+void copy_floats(const Tensor& dst, int64_t dst_at, const Tensor& src, int64_t src_at,
+                 int64_t count) {
+  device::copy(static_cast<float*>(dst.raw()) + dst_at, dst.device(),
+               static_cast<const float*>(src.raw()) + src_at, src.device(),
+               size_t(count) * sizeof(float));
+}
+}  // namespace
 
 template <typename Fn>
 void ShardedAdamW::for_owned(Fn&& fn) const {
@@ -42,26 +62,34 @@ void ShardedAdamW::step(const cpu::AdamWHyper& hyper, int64_t step) {
     REMOE_CHECK(g.defined(), "ShardedAdamW: parameter '", p.name(), "' has no gradient");
     cpu::AdamWHyper h = hyper;
     if (!decay_[i]) h.weight_decay = 0;
-    const int64_t at = lo - offset_[i];
-    cpu::adamw_step(p.data<float>() + at, m_.data<float>() + (lo - begin_),
-                    v_.data<float>() + (lo - begin_), g.data<float>() + at, hi - lo, h, step);
+    const int64_t at = lo - offset_[i], mine = lo - begin_;
+    float* const param = static_cast<float*>(p.raw()) + at;
+    float* const m = static_cast<float*>(m_.raw()) + mine;
+    float* const v = static_cast<float*>(v_.raw()) + mine;
+    const float* const grad = static_cast<const float*>(g.raw()) + at;
+    REMOE_CHECK(p.device() == device_ && g.device() == device_, "ShardedAdamW: parameter '",
+                p.name(), "' or its gradient is not on the ", device_name(device_));
+    if (device_ == Device::cuda)
+      ops::detail::run_cuda("ShardedAdamW", [&](auto) {
+        cuda::adamw_step(param, m, v, grad, hi - lo, h, step, ops::detail::stream());
+      });
+    else
+      cpu::adamw_step(param, m, v, grad, hi - lo, h, step);
   });
   // Every rank's slice to every rank: (W·S) values, the flat vector padded.
   for_owned([&](size_t i, int64_t lo, int64_t hi) {
-    std::memcpy(mine_.data<float>() + (lo - begin_), params_[i].data<float>() + (lo - offset_[i]),
-                size_t(hi - lo) * sizeof(float));
+    copy_floats(mine_, lo - begin_, params_[i], lo - offset_[i], hi - lo);
   });
   comm_.all_gather(all_, mine_);
   for (size_t i = 0; i < params_.size(); ++i)
-    std::memcpy(params_[i].data<float>(), all_.data<float>() + offset_[i],
-                size_t(params_[i].numel()) * sizeof(float));
+    copy_floats(params_[i], 0, all_, offset_[i], params_[i].numel());
 }
 
 std::vector<Tensor> ShardedAdamW::unflatten(const Tensor& flat, const char* suffix) const {
   std::vector<Tensor> out;
   for (size_t i = 0; i < params_.size(); ++i) {
     Tensor t = Tensor::empty(params_[i].shape(), DType::f32);
-    std::memcpy(t.data<float>(), flat.data<float>() + offset_[i], t.nbytes());
+    copy_floats(t, 0, flat, offset_[i], t.numel());
     out.push_back(t.set_name(params_[i].name() + suffix));
   }
   return out;
@@ -69,8 +97,8 @@ std::vector<Tensor> ShardedAdamW::unflatten(const Tensor& flat, const char* suff
 
 std::vector<Tensor> ShardedAdamW::gather_state() const {
   const int64_t world = comm_.world_size();
-  const Tensor m = Tensor::empty({shard_ * world}, DType::f32);
-  const Tensor v = Tensor::empty({shard_ * world}, DType::f32);
+  const Tensor m = Tensor::empty({shard_ * world}, DType::f32, device_);
+  const Tensor v = Tensor::empty({shard_ * world}, DType::f32, device_);
   comm_.all_gather(m, m_);
   comm_.all_gather(v, v_);
   std::vector<Tensor> out = unflatten(m, ".m");
@@ -90,10 +118,9 @@ void ShardedAdamW::load_state(const std::vector<Tensor>& state) {
   REMOE_CHECK(state.size() == 2 * params_.size(), "ShardedAdamW::load_state: ", state.size(),
               " tensors, expected m and v of ", params_.size(), " parameters");
   for_owned([&](size_t i, int64_t lo, int64_t hi) {
-    const size_t bytes = size_t(hi - lo) * sizeof(float);
     const int64_t at = lo - offset_[i];
-    std::memcpy(m_.data<float>() + (lo - begin_), state[i].data<float>() + at, bytes);
-    std::memcpy(v_.data<float>() + (lo - begin_), state[params_.size() + i].data<float>() + at, bytes);
+    copy_floats(m_, lo - begin_, state[i], at, hi - lo);
+    copy_floats(v_, lo - begin_, state[params_.size() + i], at, hi - lo);
   });
 }
 

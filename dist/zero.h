@@ -8,8 +8,10 @@
 //
 // Costs: one all-gather of the N parameters per step on top of the gradients' all-reduce (a
 // reduce-scatter in place of the all-reduce would save half of that; not done). Parameters
-// are f32 on the CPU here (the trainer's). Checkpoints hold whole moments: gather_state()
-// rebuilds "<name>.m" and "<name>.v" as the unsharded optimizer names them.
+// are f32, built on the CPU; move_to takes the moments to the run's device (the GPU, with the
+// NCCL communicator) when the parameters go there. Checkpoints hold whole moments:
+// gather_state() rebuilds "<name>.m" and "<name>.v" (on the CPU) as the unsharded optimizer
+// names them.
 #pragma once
 
 #include <cstdint>
@@ -29,6 +31,9 @@ class ShardedAdamW {
   // One AdamW step (1-based `step`) of the owned slice from the parameters' gradients (a
   // parameter without one is an error), then the all-gather that gives every rank every value.
   void step(const cpu::AdamWHyper& hyper, int64_t step);
+  // Moves the moments and the gather buffers to `device`, where the parameters now are; it
+  // must be the communicator's (an error says so otherwise).
+  void move_to(Device device);
 
   // The whole moments as named tensors, m of every parameter then v (a collective).
   std::vector<Tensor> gather_state() const;
@@ -55,6 +60,7 @@ class ShardedAdamW {
   int64_t total_ = 0, shard_ = 0, begin_ = 0, end_ = 0;
   Tensor m_, v_;                 // (S) f32: the owned slice's moments (zero-padded past N)
   Tensor mine_, all_;            // (S), (W·S) f32: the all-gather of the parameters
+  Device device_ = Device::cpu;  // where the parameters and all of the above live
 };
 
 }  // namespace remoe::dist

@@ -411,9 +411,8 @@ RunResult run_training(const TrainConfig& config_in, dist::Communicator& comm,
   }
   // Built, restored and sharded on the CPU; then the run moves to its device (train.device).
   const Device device = resolve_device(c.device);
-  REMOE_CHECK(!(zero && device == Device::cuda), "dist.zero1 runs on the CPU only for now: set ",
-              "dist.zero1 = false or train.device = \"cpu\"");
   model.to(device);
+  if (zero) zero->move_to(device);
   model.set_precision(resolve_precision(c.precision, device));
   for (const Tensor& t : optim.state()) t.move_to(device);
 

@@ -207,5 +207,28 @@ TEST(GpuNcclTraining, OneRankDataParallelRunEqualsTheNonDistributedRun) {
   }
 }
 
+// The same on the GPU, with ZeRO-1 (the moments' slices and the parameters' all-gather on the
+// device): a one-rank NCCL job on the GPU is bit for bit the plain GPU run (f32).
+TEST(GpuNcclTraining, OneRankZero1RunOnTheGpuEqualsThePlainGpuRun) {
+  if (!have_nccl_gpu()) GTEST_SKIP() << "no CUDA device visible, or built without NCCL";
+  train::Sandbox box;
+  train::TrainConfig c = box.config();
+  c.steps = 4;
+  c.device = train::DeviceChoice::cuda;
+  c.precision = train::PrecisionChoice::f32;
+  std::vector<train::StepRecord> ref, nccl;
+  train::run_training(c, [&](const train::StepRecord& r) { ref.push_back(r); });
+  const std::unique_ptr<Communicator> comm = dist::nccl_communicator(dist::LaunchInfo{});
+  c.zero1 = true;
+  c.run_dir = box.config().run_dir + "_zero1";
+  train::run_training(c, *comm, [&](const train::StepRecord& r) { nccl.push_back(r); });
+  ASSERT_EQ(nccl.size(), ref.size());
+  for (size_t s = 0; s < ref.size(); ++s) {
+    EXPECT_EQ(nccl[s].loss, ref[s].loss) << "step " << s + 1;
+    EXPECT_EQ(nccl[s].lambda, ref[s].lambda) << "step " << s + 1;
+    EXPECT_EQ(nccl[s].grad_norm, ref[s].grad_norm) << "step " << s + 1;
+  }
+}
+
 }  // namespace
 }  // namespace remoe::test
