@@ -49,9 +49,15 @@ MoeOutput moe_forward(const Tensor& x, const MoeWeights& w, const ModelConfig& c
   const ops::Routing& r = routed.routing;
   ops::Permutation perm;
   Tensor xs;  // (N, d), expert-major
+  MoeLayerStats stats;
   {
     const NvtxRange stage("dispatch");
     perm = ops::permute(r.mask);
+    // NOTE: read here, where permute has just waited for the routing (it reads N back): read
+    // after the expert GEMMs, they would make the host wait for those before it can queue the
+    // next layer, and leave the GPU idle meanwhile.
+    stats.sparsity = ops::sparsity(r);
+    stats.expert_counts = r.expert_counts.to_vector<int32_t>();
     xs = ops::gather_rows(x, perm);
   }
   Tensor expert_out;
@@ -69,9 +75,6 @@ MoeOutput moe_forward(const Tensor& x, const MoeWeights& w, const ModelConfig& c
     y = ops::combine(expert_out, r.gates, perm);
   }
 
-  MoeLayerStats stats;
-  stats.sparsity = ops::sparsity(r);
-  stats.expert_counts = r.expert_counts.to_vector<int32_t>();
   stats.dropped = routed.dropped;
   stats.routed = routed.routed;
   stats.z_loss = routed.z_loss;

@@ -481,6 +481,7 @@ RunResult run_training(const TrainConfig& config_in, dist::Communicator& comm,
     const size_t at_dropped = size_t(2 + n_moe_layers * n_experts);
     const size_t at_routed = at_dropped + size_t(n_moe_layers), at_z = at_routed + size_t(n_moe_layers);
     std::vector<double> sums(at_z + 1, 0.0);
+    std::vector<std::pair<Tensor, Tensor>> losses;  // (CE, aux) of each micro-batch, in order
     for (int64_t micro = 0; micro < micro_total; ++micro) {
       if (micro / c.grad_accum != rank) {  // another rank's micro-batch
         sampler.skip(c.batch_size);
@@ -497,8 +498,9 @@ RunResult run_training(const TrainConfig& config_in, dist::Communicator& comm,
         else
           backward(loss);
       }
-      sums[0] += ce.item() / double(micro_total);
-      sums[1] += out.aux.item() / double(micro_total);
+      // Read after the micro-batch loop: reading now would make the host wait for this backward
+      // before it queues the next forward.
+      losses.push_back({ce, out.aux});
       for (size_t l = 0; l < out.layers.size(); ++l)
         for (int64_t e = 0; e < n_experts; ++e)
           sums[2 + l * size_t(n_experts) + size_t(e)] += out.layers[l].expert_counts[size_t(e)];
@@ -507,6 +509,10 @@ RunResult run_training(const TrainConfig& config_in, dist::Communicator& comm,
         sums[at_routed + l] += double(out.layers[l].routed);
         sums[at_z] += out.layers[l].z_loss / double(micro_total);
       }
+    }
+    for (const auto& [ce, aux] : losses) {  // the same sums, in the same order, as read eagerly
+      sums[0] += ce.item() / double(micro_total);
+      sums[1] += aux.item() / double(micro_total);
     }
     if (buckets) {
       buckets->finish();
