@@ -179,6 +179,23 @@ def _plt():
     return plt
 
 
+def open_output(out):
+    """pyplot, once the folder `out` exists: a PlotError says how to install matplotlib when it
+    is missing, or why the folder cannot be made."""
+    try:
+        plt = _plt()
+    except ImportError:
+        raise PlotError("matplotlib is not installed: python3 -m venv .venv-plot && "
+                        ".venv-plot/bin/pip install -r scripts/requirements-plot.txt, "
+                        "then run this with .venv-plot/bin/python") from None
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise PlotError(f"--out {out}: cannot create: {e}") from None
+    return plt, out
+
+
 def _save(fig, path):
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -307,17 +324,7 @@ def main(argv=None):
         p.error(f"--tail must be in (0, 1], got {args.tail}")
     try:
         runs = [Run(d, n) for d, n in zip(args.runs, run_names(args.runs))]
-        try:
-            plt = _plt()
-        except ImportError:
-            raise PlotError("matplotlib is not installed: python3 -m venv .venv-plot && "
-                            ".venv-plot/bin/pip install -r scripts/requirements-plot.txt, "
-                            "then run this with .venv-plot/bin/python") from None
-        out = Path(args.out)
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise PlotError(f"--out {out}: cannot create: {e}") from None
+        plt, out = open_output(args.out)
         cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
         colors = [cycle[i % len(cycle)] for i in range(len(runs))]
         plot_loss(runs, colors, out)

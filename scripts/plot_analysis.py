@@ -255,17 +255,7 @@ def main(argv=None):
         runs = [plot.Run(d, n) for d, n in zip(args.runs, plot.run_names(args.runs))]
         for d in docs:
             text_of(d, args.text)  # fail before drawing
-        try:
-            plot._plt()
-        except ImportError:
-            raise PlotError("matplotlib is not installed: python3 -m venv .venv-plot && "
-                            ".venv-plot/bin/pip install -r scripts/requirements-plot.txt, "
-                            "then run this with .venv-plot/bin/python") from None
-        out = Path(args.out)
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise PlotError(f"--out {out}: cannot create: {e}") from None
+        _, out = plot.open_output(args.out)
         for d in docs:
             plot_domains(d, out)
         if docs:

@@ -183,6 +183,18 @@ TEST_P(GpuReduceBlocks, MatchesTheCpuBitForBit) {
 
 INSTANTIATE_TEST_SUITE_P(World, GpuReduceBlocks, ::testing::Values(1, 2, 3, 4, 8));
 
+// Two runs' step records are equal bit for bit: loss, λ, gradient norm, expert loads.
+void expect_same_steps(const std::vector<train::StepRecord>& got,
+                       const std::vector<train::StepRecord>& want) {
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t s = 0; s < want.size(); ++s) {
+    EXPECT_EQ(got[s].loss, want[s].loss) << "step " << s + 1;
+    EXPECT_EQ(got[s].lambda, want[s].lambda) << "step " << s + 1;
+    EXPECT_EQ(got[s].grad_norm, want[s].grad_norm) << "step " << s + 1;
+    EXPECT_EQ(got[s].expert_load, want[s].expert_load) << "step " << s + 1;
+  }
+}
+
 // Issue 8's one-GPU check: a data-parallel training run over a one-rank NCCL communicator
 // (gradient buckets, sums and the signal check all through NCCL on the GPU) is bit for bit the
 // run of one process. The model trains on the CPU until the op layer dispatches to CUDA.
@@ -198,13 +210,7 @@ TEST(GpuNcclTraining, OneRankDataParallelRunEqualsTheNonDistributedRun) {
   const std::unique_ptr<Communicator> comm = dist::nccl_communicator(dist::LaunchInfo{});
   c.run_dir = box.config().run_dir + "_nccl";
   train::run_training(c, *comm, [&](const train::StepRecord& r) { nccl.push_back(r); });
-  ASSERT_EQ(nccl.size(), ref.size());
-  for (size_t s = 0; s < ref.size(); ++s) {
-    EXPECT_EQ(nccl[s].loss, ref[s].loss) << "step " << s + 1;
-    EXPECT_EQ(nccl[s].lambda, ref[s].lambda) << "step " << s + 1;
-    EXPECT_EQ(nccl[s].grad_norm, ref[s].grad_norm) << "step " << s + 1;
-    EXPECT_EQ(nccl[s].expert_load, ref[s].expert_load) << "step " << s + 1;
-  }
+  expect_same_steps(nccl, ref);
 }
 
 // The same on the GPU, with ZeRO-1 (the moments' slices and the parameters' all-gather on the
@@ -222,12 +228,7 @@ TEST(GpuNcclTraining, OneRankZero1RunOnTheGpuEqualsThePlainGpuRun) {
   c.zero1 = true;
   c.run_dir = box.config().run_dir + "_zero1";
   train::run_training(c, *comm, [&](const train::StepRecord& r) { nccl.push_back(r); });
-  ASSERT_EQ(nccl.size(), ref.size());
-  for (size_t s = 0; s < ref.size(); ++s) {
-    EXPECT_EQ(nccl[s].loss, ref[s].loss) << "step " << s + 1;
-    EXPECT_EQ(nccl[s].lambda, ref[s].lambda) << "step " << s + 1;
-    EXPECT_EQ(nccl[s].grad_norm, ref[s].grad_norm) << "step " << s + 1;
-  }
+  expect_same_steps(nccl, ref);
 }
 
 }  // namespace
