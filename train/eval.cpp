@@ -48,8 +48,9 @@ CheckpointModel load_checkpoint_model(const std::string& path) {
   CheckpointModel m{dir, ck.step, lambda, config, model::Transformer(config.model, 0)};
   restore_router_state(m.model.router_state(), ck.state, state_path);
   copy_by_name(m.model.parameters(), ck.model, dir + "/model.safetensors");
-  // Where, and how precisely, the run computed (auto: a GPU if any, in bf16 there).
-  const Device device = resolve_device(config.device);
+  // On this machine's GPU when it has one (whatever device the run trained on), at the run's
+  // train.precision (auto: bf16 on a GPU).
+  const Device device = resolve_device(DeviceChoice::auto_);
   m.model.to(device);
   m.model.set_precision(resolve_precision(config.precision, device));
   return m;
