@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
 # Runs on a GPU machine, from the bundle scripts/device_bundle.sh made: the whole gpu test
-# suite, every kernel benchmark, then compute-sanitizer memcheck and racecheck over the suite
+# suite, the README's tiny training run on the GPU and on the CPU, every kernel benchmark, then
+# compute-sanitizer memcheck and racecheck over the suite
 # (last: their time is the least predictable, and a command has 10 minutes). Writes into $OUT
 # (default .device/out) seven files, under the device tool's eight:
-#   gpu_check.json    device, driver, commit, the suite's counts, the benchmarks' counts, the
+#   gpu_check.json    device, driver, commit, the suite's counts, the two training runs (final
+#                     validation loss, sparsity, λ, tokens/s), the benchmarks' counts, the
 #                     sanitizers' verdicts
 #   gpu_tests.json    GoogleTest's report
 #   benchmarks.json   every benchmark program's Google Benchmark report, by program name
 #   bench_table.md    the table for bench/README.md (scripts/bench_table.py)
 #   memcheck.txt, racecheck.txt, log.txt   the sanitizers' output; everything printed
 # and ends with `N passed, N failed`. Copy the JSON files into bench/results/ and commit them.
-# GPU_CHECK_PARTS (default "tests bench sanitizers") runs only the parts it names, e.g. to
-# split a run over two commands.
+# GPU_CHECK_PARTS (default "tests train bench sanitizers") runs only the parts it names, e.g.
+# to split a run over two commands.
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 OUT=${OUT:-$HERE/out}
@@ -28,12 +30,26 @@ driver=$(nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null
 echo "gpu_check: commit $commit on ${device:-no GPU} (driver ${driver:-none})"
 # The benchmarks put both into their JSON context.
 export REMOE_COMMIT="$commit" REMOE_DRIVER="${driver:-unknown}"
-parts=" ${GPU_CHECK_PARTS:-tests bench sanitizers} "
+parts=" ${GPU_CHECK_PARTS:-tests train bench sanitizers} "
 
 suite_rc=0
 if [[ $parts == *" tests "* ]]; then
   "$HERE/bin/gpu_tests" --gtest_output="json:$OUT/gpu_tests.json"
   suite_rc=$?
+fi
+
+# The README's first command on each device (run directories outside $OUT: the device tool
+# returns few files), the GPU's at train.precision auto (bf16), the CPU's in f32.
+runs=$(mktemp -d)
+if [[ $parts == *" train "* ]]; then
+  for dev in cuda cpu; do
+    start=$(date +%s)
+    timeout 300 "$HERE/bin/remoe" train --config "$HERE/../configs/tiny.toml" \
+      --data.path="$HERE/data/tinyshakespeare.txt" --train.device="$dev" \
+      --log.run_dir="$runs/$dev" --log.every=50 > "$runs/$dev.log" 2>&1
+    echo "gpu_check: remoe train on $dev exited $? after $(( $(date +%s) - start )) s"
+    tail -n 4 "$runs/$dev.log"
+  done
 fi
 
 # Each program's --benchmark_min_time (seconds of measured time per benchmark, Google Benchmark
@@ -85,9 +101,21 @@ if [[ $parts == *" sanitizers "* ]]; then
 fi
 echo "gpu_check: memcheck $memcheck, racecheck $racecheck"
 
-python3 - "$OUT" "$commit" "${device:-}" "${driver:-}" "$memcheck" "$racecheck" "$parts" <<'PY'
+python3 - "$OUT" "$commit" "${device:-}" "${driver:-}" "$memcheck" "$racecheck" "$parts" "$runs" <<'PY'
 import json, sys
-out, commit, device, driver, memcheck, racecheck, parts = sys.argv[1:]
+out, commit, device, driver, memcheck, racecheck, parts, runs = sys.argv[1:]
+train = {}
+for dev in ("cuda", "cpu") if "train" in parts.split() else ():
+    try:
+        steps = [json.loads(l) for l in open(f"{runs}/{dev}/metrics.jsonl") if l.strip()]
+        last = steps[-1]
+        rates = sorted(s["tokens_per_s"] for s in steps[len(steps) // 4:])
+        train[dev] = {"steps": last["step"], "val_loss": last.get("val_loss"),
+                      "sparsity": last["sparsity"], "lambda": last["lambda"],
+                      "median_tokens_per_s": rates[len(rates) // 2]}
+    except (OSError, ValueError, KeyError, IndexError) as e:
+        train[dev] = {"error": f"no readable metrics ({e})"}
+    print(f"gpu_check: train on {dev}: {train[dev]}")
 bench = {"programs": 0, "run": 0, "errors": 0}
 try:
     for report in json.load(open(f"{out}/benchmarks.json")).values():
@@ -113,8 +141,9 @@ if "tests" in parts.split():
         print(f"gpu_check: no readable GoogleTest report ({e})")
 json.dump({"device": device, "driver": driver, "commit": commit,
            "gpu_tests": {"passed": passed, "failed": failed, "skipped": skipped},
-           "benchmarks": bench, "memcheck": memcheck, "racecheck": racecheck},
+           "train": train, "benchmarks": bench, "memcheck": memcheck, "racecheck": racecheck},
           open(f"{out}/gpu_check.json", "w"), indent=2)
 print(f"{passed} passed, {failed} failed")
 PY
+rm -rf "$runs"
 [ $suite_rc -eq 0 ]
