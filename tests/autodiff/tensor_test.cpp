@@ -88,6 +88,36 @@ TEST(Tensor, CastRoundTripsAndCarriesGradient) {
             std::string::npos);
 }
 
+// prefix_view: the first elements of a buffer sized for the worst case (permute on the GPU).
+TEST(Tensor, PrefixViewSharesTheFrontOfTheStorage) {
+  const Tensor a = Tensor::from_vector<int32_t>({6}, {0, 1, 2, 3, 4, 5});
+  const Tensor p = prefix_view(a, {2, 2});
+  EXPECT_TRUE(p.same_storage(a));
+  EXPECT_EQ(p.to_vector<int32_t>(), (std::vector<int32_t>{0, 1, 2, 3}));
+  EXPECT_EQ(prefix_view(a, {0}).numel(), 0);
+  expect_contains(error_of([&] { prefix_view(a, {7}); }), "more than (6) holds");
+}
+
+// move_to: in place, so every handle follows (the model's parameters, held twice); refused
+// once a gradient exists; a no-op to the device it is on.
+TEST(Tensor, MoveToIsInPlaceAndRefusedWithAGradient) {
+  Tensor a = Tensor::from_vector<float>({3}, {1, 2, 3});
+  const Tensor handle = a;
+  a.move_to(Device::cpu);
+  EXPECT_TRUE(handle.same_storage(a));
+  a.set_requires_grad(true).set_name("w");
+  a.set_grad(Tensor::zeros({3}, DType::f32));
+  const std::string msg = error_of([&] { a.move_to(Device::cuda); });
+  expect_contains(msg, "'w'");
+  expect_contains(msg, "has a gradient");
+  if (device::cuda_available()) {
+    a.zero_grad();
+    a.move_to(Device::cuda);
+    EXPECT_EQ(handle.device(), Device::cuda);
+    EXPECT_EQ(handle.to_vector<float>(), (std::vector<float>{1, 2, 3}));
+  }
+}
+
 TEST(Tensor, GpuTensorsFailClearlyWithoutADevice) {
   if (device::cuda_available()) GTEST_SKIP() << "a GPU is visible";
   const std::string msg = error_of([] { Tensor::zeros({2}, DType::f32, Device::cuda); });
