@@ -68,6 +68,23 @@ struct Poison {
 
 // --- non-finite steps ----------------------------------------------------------------
 
+// train.precision = "bf16" on the CPU: the GEMMs' roundings emulated (model/precision.h). The
+// run learns as the f32 one does and ends near it, but not bit for bit on it.
+TEST(Precision, Bf16RunOnTheCpuTracksTheF32Run) {
+  Sandbox box;
+  TrainConfig c = box.config();
+  c.steps = 12;
+  std::vector<StepRecord> f32, bf16;
+  run_training(c, [&](const StepRecord& r) { f32.push_back(r); });
+  c.precision = PrecisionChoice::bf16;
+  c.run_dir += "_bf16";
+  run_training(c, [&](const StepRecord& r) { bf16.push_back(r); });
+  ASSERT_EQ(bf16.size(), f32.size());
+  EXPECT_NE(bf16.back().loss, f32.back().loss) << "the bf16 policy changed nothing";
+  EXPECT_NEAR(bf16.back().loss, f32.back().loss, 0.02 * f32.back().loss);
+  EXPECT_LT(bf16.back().loss, bf16.front().loss) << "the bf16 run did not learn";
+}
+
 TEST(NonFinite, ASkippedStepChangesNothingAndTrainingGoesOn) {
   Sandbox box;
   const TrainConfig c = box.config();
