@@ -54,10 +54,4 @@ void check_ids(const char* op, const char* what, const Tensor& ids, int64_t n, b
                 allow_ignore ? " and is not -1 (ignore)" : "");
 }
 
-void check_cpu(const char* op, std::initializer_list<Arg> args) {
-  for (const Arg& a : args)
-    REMOE_CHECK(!a.t.defined() || a.t.device() == Device::cpu, op, ": ", a.name,
-                " is on the GPU, and this op has no CUDA kernel yet");
-}
-
 }  // namespace remoe::ops::detail

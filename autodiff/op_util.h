@@ -25,8 +25,6 @@ void check_dtype(const char* op, const Arg& a, DType dtype);
 void check_same(const char* op, std::initializer_list<Arg> args);
 // The dimension of `a` at `i` equals `expected`, which `what` describes ("d_model of w").
 void check_dim(const char* op, const Arg& a, int64_t i, int64_t expected, const char* what);
-// For the ops that have no CUDA kernel yet: names the op and the GPU argument.
-void check_cpu(const char* op, std::initializer_list<Arg> args);
 
 // ids: 1-D i32 token ids (or targets) in [0, n), or −1 when allow_ignore; errors name the op,
 // the value and its position ("target 7 at position 1 …"), `what` being "id" or "target". On

@@ -284,8 +284,8 @@ def commands_block(results):
 def not_run_document(results):
     return f"""# Reproduction: ReMoE against TopK at small scale
 
-**Status: the study has not been run yet.** The trainer does not run on a GPU yet, and the runs
-are sized for one H200; no number or figure below is a result. When the runs have been made,
+**Status: the study has not been run yet.** The trainer's GPU path has not run on a GPU yet,
+and the runs are sized for one H200; no number or figure below is a result. When the runs have been made,
 `scripts/reproduce.sh` regenerates this document with `scripts/study_report.py` from the JSON it
 writes to docs/reproduction/: the bits-per-byte table, the loss curves, λ and sparsity over the
 first 400 steps, the domain × expert heatmaps, the rare-vs-common plot, and plain answers to the
