@@ -17,8 +17,8 @@ ExpertDispatch plan_expert_dispatch(const ExpertParallel& ep, const Tensor& expe
   REMOE_CHECK(ep.comm != nullptr, "plan_expert_dispatch: no communicator");
   Communicator& comm = *ep.comm;
   REMOE_CHECK(expert_offsets.defined() && expert_offsets.ndim() == 1 &&
-                  expert_offsets.dtype() == DType::i32 && expert_offsets.device() == Device::cpu,
-              "plan_expert_dispatch: expert_offsets must be (E + 1) i32 on the CPU, got ",
+                  expert_offsets.dtype() == DType::i32,
+              "plan_expert_dispatch: expert_offsets must be (E + 1) i32, got ",
               expert_offsets.defined() ? shape_str(expert_offsets.shape()) : "undefined");
   const int W = ep.world();
   const int64_t E = expert_offsets.dim(0) - 1, L = ep.local_experts(E);
@@ -84,6 +84,10 @@ ExpertDispatch plan_expert_dispatch(const ExpertParallel& ep, const Tensor& expe
     r_row[g] = g_tok[g];
   }
   plan.regroup = L > 1;
+  // Planned on the host; the permutations go where the rows are (the GPU with NCCL).
+  if (const Device dev = expert_offsets.device(); dev != Device::cpu)
+    for (ops::Permutation* p : {&plan.grouped, &plan.received})
+      for (Tensor* t : {&p->expert_offsets, &p->token_index, &p->row_of}) *t = t->to(dev);
   return plan;
 }
 

@@ -55,8 +55,9 @@ struct ExpertDispatch {
   bool regroup = true;
 };
 
-// expert_offsets: (E + 1) i32 CPU, this rank's routed rows per expert as offsets
-// (ops::Permutation::expert_offsets of the local routing). One collective on every rank, even
+// expert_offsets: (E + 1) i32 on any device, this rank's routed rows per expert as offsets
+// (ops::Permutation::expert_offsets of the local routing); the plan's permutations are made on
+// the host and returned on the same device. One collective on every rank, even
 // with nothing to send: an all_to_all of L counts per peer (what p sends me for each of my
 // experts), from which the row counts and the local grouping follow.
 ExpertDispatch plan_expert_dispatch(const ExpertParallel& ep, const Tensor& expert_offsets);

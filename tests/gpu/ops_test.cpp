@@ -254,7 +254,7 @@ TEST_F(GpuOps, AdamWOverAParameterListInOneLaunch) {
     EXPECT_TRUE(all_close(pg[i].to(Device::cpu), pc[i], kGpuF32Atol, kGpuF32Rtol)) << "tensor " << i;
 }
 
-TEST_F(GpuOps, OpsWithoutACudaKernelOrMixedDevicesSaySo) {
+TEST_F(GpuOps, MixedDevicesAndUnsupportedDtypesSaySo) {
   Rng rng(11);
   const Tensor a = randn({4, 4}, DType::f32, rng);
   expect_contains(error_of([&] { ops::add(a, a.to(Device::cuda)); }), "devices differ");
