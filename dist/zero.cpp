@@ -29,6 +29,7 @@ ShardedAdamW::ShardedAdamW(Communicator& comm, std::vector<Tensor> params, std::
 }
 
 void ShardedAdamW::move_to(Device device) {
+  if (device == device_) return;
   REMOE_CHECK(device == comm_.device(), "ShardedAdamW: the parameters go to the ",
               device_name(device), ", but the communicator gathers ", device_name(comm_.device()),
               " tensors (ZeRO-1 on GPUs needs the NCCL communicator)");

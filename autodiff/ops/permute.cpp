@@ -59,7 +59,8 @@ Permutation permute_cuda(const Tensor& mask) {
                           token_index.cuda_data<int32_t>(), perm.row_of.cuda_data<int32_t>(),
                           mask.cuda_data<int32_t>(), T, E, stream());
   });
-  // NOTE: the one readback of the MoE layer: N sizes the routed buffers.
+  // NOTE: the MoE layer waits here: N sizes the routed buffers (and model/moe.cpp reads the
+  // layer's statistics right after, while the GPU is idle anyway).
   int32_t n_rows = 0;
   device::copy(&n_rows, Device::cpu,
                static_cast<const int32_t*>(perm.expert_offsets.raw()) + E, Device::cuda,
