@@ -22,6 +22,8 @@ template <typename Dst, typename Src> void cast(Dst* y, const Src* x, int64_t n)
 // CUDA launchers (kernels/cuda/elementwise.cu): outputs first, then inputs, size, stream.
 namespace remoe::cuda {
 
+template <typename T>  // f32, bf16: y = a + b in one pass
+void add_forward(T* y, const T* a, const T* b, int64_t n, cudaStream_t stream);
 template <typename T> void add_inplace(T* y, const T* x, int64_t n, cudaStream_t stream);  // f32, bf16
 void cast(bf16* y, const float* x, int64_t n, cudaStream_t stream);
 void cast(float* y, const bf16* x, int64_t n, cudaStream_t stream);

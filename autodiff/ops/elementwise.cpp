@@ -12,20 +12,17 @@ Tensor add(const Tensor& a, const Tensor& b) {
   check_same(op, {{"a", a}, {"b", b}});
   REMOE_CHECK(a.shape() == b.shape(), op, ": shapes differ: a ", shape_str(a.shape()), ", b ",
               shape_str(b.shape()));
-  Tensor y;
-  if (on_gpu(a)) {  // y = a, then y += b: the same sum in the same order
-    y = a.clone();
+  Tensor y = Tensor::empty(a.shape(), a.dtype(), a.device());
+  if (on_gpu(a))
     dispatch_cuda(op, a.dtype(), [&](auto tag) {
       using T = decltype(tag);
-      cuda::add_inplace(y.cuda_data<T>(), b.cuda_data<T>(), y.numel(), stream());
+      cuda::add_forward(y.cuda_data<T>(), a.cuda_data<T>(), b.cuda_data<T>(), y.numel(), stream());
     });
-  } else {
-    y = Tensor::empty(a.shape(), a.dtype());
+  else
     dispatch_float(op, a.dtype(), [&](auto tag) {
       using T = decltype(tag);
       cpu::add_forward(y.data<T>(), a.data<T>(), b.data<T>(), y.numel());
     });
-  }
   record(op, {a, b}, {y}, [=] {
     accumulate_grad(a, y.grad());
     accumulate_grad(b, y.grad());

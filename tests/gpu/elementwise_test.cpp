@@ -17,6 +17,17 @@ TEST_P(GpuElementwise, AddInPlaceMatchesCpu) {
   EXPECT_TRUE(all_close(yd.to(Device::cpu), expected, 0, 0));  // one f32 add: exact
 }
 
+TEST_P(GpuElementwise, AddMatchesCpu) {
+  const int64_t n = GetParam();
+  Rng rng(3);
+  const Tensor a = randn({n}, DType::f32, rng), b = randn({n}, DType::f32, rng);
+  const Tensor ad = a.to(Device::cuda), bd = b.to(Device::cuda);
+  Tensor yd = Tensor::empty({n}, DType::f32, Device::cuda);
+  cuda::add_forward(static_cast<float*>(yd.raw()), static_cast<const float*>(ad.raw()),
+                    static_cast<const float*>(bd.raw()), n, stream());
+  EXPECT_TRUE(all_close(yd.to(Device::cpu), ops::add(a, b), 0, 0));  // one f32 add: exact
+}
+
 TEST_P(GpuElementwise, CastsMatchCpuBitForBit) {
   const int64_t n = GetParam();
   Rng rng(2);
