@@ -66,14 +66,22 @@ nlohmann::ordered_json EvalResult::to_json() const {
           {"seq_len", seq_len},
           {"tokens", tokens},
           {"loss", loss},
-          {"bpb", bpb}};
+          {"bpb", bpb},
+          {"layer_sparsity", layer_sparsity},
+          {"expert_load", expert_load}};
 }
 
 std::string EvalResult::line() const {
   char buf[160];
   std::snprintf(buf, sizeof buf, " | %lld×%lld×%lld bytes | loss %.6f nats/byte | %.6f bits/byte",
                 (long long)batches, (long long)batch_size, (long long)seq_len, loss, bpb);
-  return str_cat("eval ", checkpoint, " (step ", step, ") on ", text, " (", split, ")", buf);
+  std::string sparsity;
+  for (size_t l = 0; l < layer_sparsity.size(); ++l) {
+    char s[32];
+    std::snprintf(s, sizeof s, "%s%.4f", l ? " " : " | sparsity per layer ", layer_sparsity[l]);
+    sparsity += s;
+  }
+  return str_cat("eval ", checkpoint, " (step ", step, ") on ", text, " (", split, ")", buf, sparsity);
 }
 
 namespace {
@@ -154,16 +162,30 @@ EvalResult evaluate_checkpoint(const std::string& checkpoint, const EvalOptions&
   // cross-entropy, summed in the same order, so the two agree to the last bit.
   NoGradGuard no_grad;
   double total = 0;
+  std::vector<std::vector<double>> counts;  // per MoE layer, per expert, over every batch
   for (int64_t i = 0; i < r.batches; ++i) {
     const Batch b = fixed_batch(*source, begin, end, c.seq_len, c.batch_size, i, r.batches,
                                 split_name, within_documents)
                         .to(m.model.device());
     const model::ForwardOutput out = m.model.forward(b.inputs, c.batch_size, c.seq_len, 0.0);
     total += ops::cross_entropy(out.logits, b.targets).item();
+    counts.resize(out.layers.size());
+    for (size_t l = 0; l < out.layers.size(); ++l) {
+      const std::vector<int32_t>& c_e = out.layers[l].expert_counts;
+      counts[l].resize(c_e.size(), 0.0);
+      for (size_t e = 0; e < c_e.size(); ++e) counts[l][e] += double(c_e[e]);
+    }
     if (i == 0 && !o.dump_logits.empty())
       dump_logits(o.dump_logits, out.logits, b.inputs, c.seq_len, m);
   }
   r.loss = total / double(r.batches);
+  for (const std::vector<double>& layer : counts) {
+    double active = 0;
+    for (double c_e : layer) active += c_e;
+    r.layer_sparsity.push_back(1.0 - active / (double(r.tokens) * double(layer.size())));
+    std::vector<double>& load = r.expert_load.emplace_back();
+    for (double c_e : layer) load.push_back(active > 0 ? c_e / active : 0.0);
+  }
   r.bpb = r.loss / std::numbers::ln2;
   return r;
 }

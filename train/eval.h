@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #include "model/transformer.h"
 #include "train/config.h"
@@ -48,6 +49,11 @@ struct EvalResult {
   int64_t tokens = 0;  // predicted bytes: batches · batch_size · seq_len
   double loss = 0;     // mean cross-entropy, nats per byte
   double bpb = 0;      // bits per byte
+  // MoE models: per layer, 1 − Σ A / (tokens · E) over every evaluated window, and each
+  // expert's share of the layer's active (token, expert) pairs (the trainer's metrics, measured
+  // on these windows). Empty for a dense model.
+  std::vector<double> layer_sparsity;
+  std::vector<std::vector<double>> expert_load;
 
   nlohmann::ordered_json to_json() const;
   std::string line() const;  // one human-readable line

@@ -309,6 +309,28 @@ double expected_loss(const model::Transformer& m, const TokenSource& source, int
   return total / double(batches);
 }
 
+// Per MoE layer, the active pairs of each expert over the same windows, counted here from the
+// routing masks.
+std::vector<std::vector<double>> expected_counts(const model::Transformer& m,
+                                                 const TokenSource& source, int64_t begin,
+                                                 const TrainConfig& c, int64_t batches) {
+  NoGradGuard no_grad;
+  std::vector<std::vector<double>> counts;
+  for (int64_t i = 0; i < batches; ++i) {
+    const Batch b = fixed_batch(source, begin, source.size(), c.seq_len, c.batch_size, i, batches);
+    const model::ForwardOutput out = m.forward(b.inputs, c.batch_size, c.seq_len, 0.0);
+    counts.resize(out.layers.size());
+    for (size_t l = 0; l < out.layers.size(); ++l) {
+      const Tensor& mask = out.layers[l].mask;  // (T, E)
+      const std::vector<int32_t> a = mask.to_vector<int32_t>();
+      const auto E = size_t(mask.dim(1));
+      counts[l].resize(E, 0.0);
+      for (size_t j = 0; j < a.size(); ++j) counts[l][j % E] += a[j];
+    }
+  }
+  return counts;
+}
+
 TEST(Eval, ValidationSplitByDefaultAndAWholeFileWithText) {
   TempDir dir;
   TrainConfig c = tiny(model::FfnKind::moe, model::RouterKind::relu);
@@ -328,6 +350,24 @@ TEST(Eval, ValidationSplitByDefaultAndAWholeFileWithText) {
   const auto j = r.to_json();
   EXPECT_EQ(j["loss"], r.loss);
   expect_contains(r.line(), "(step 5)");
+  // The routing over the same windows: sparsity and expert load per layer.
+  const auto counts = expected_counts(m, corpus.val, corpus.val_begin, c, 3);
+  ASSERT_EQ(counts.size(), size_t(c.model.n_layers));
+  ASSERT_EQ(r.layer_sparsity.size(), counts.size());
+  ASSERT_EQ(r.expert_load.size(), counts.size());
+  for (size_t l = 0; l < counts.size(); ++l) {
+    double active = 0;
+    for (double v : counts[l]) active += v;
+    ASSERT_GT(active, 0) << "layer " << l;
+    const double experts = double(c.model.experts());
+    EXPECT_DOUBLE_EQ(r.layer_sparsity[l], 1.0 - active / (double(r.tokens) * experts)) << l;
+    ASSERT_EQ(r.expert_load[l].size(), counts[l].size());
+    for (size_t e = 0; e < counts[l].size(); ++e)
+      EXPECT_DOUBLE_EQ(r.expert_load[l][e], counts[l][e] / active) << l << " " << e;
+  }
+  EXPECT_EQ(j["layer_sparsity"].size(), counts.size());
+  EXPECT_EQ(j["expert_load"][0].size(), size_t(c.model.experts()));
+  expect_contains(r.line(), "sparsity per layer ");
 
   EvalOptions o;
   o.text = write_text_file(dir, "other.txt", 100);
