@@ -19,6 +19,8 @@ std::string cuda_device_name() { return ""; }
 void* cuda_alloc(size_t) { no_cuda("cuda_alloc"); }
 void cuda_free(void*) {}
 void* cuda_stream() { no_cuda("cuda_stream"); }
+size_t cuda_memory_peak() { return 0; }
+void cuda_memory_reset_peak() {}
 
 void copy(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes) {
   if (dst_device != Device::cpu || src_device != Device::cpu) no_cuda("copy to or from the GPU");

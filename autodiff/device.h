@@ -18,6 +18,11 @@ std::string cuda_device_name();  // "" when none
 void* cuda_alloc(size_t bytes);
 void cuda_free(void* ptr);
 void* cuda_stream();  // remoe's cudaStream_t, as void* for code that does not include CUDA
+// The most bytes remoe's memory pool has held in use at once since the last reset (the pool's
+// cudaMemPoolAttrUsedMemHigh: allocations as queued on the stream), and its reset. 0 and a
+// no-op without a GPU.
+size_t cuda_memory_peak();
+void cuda_memory_reset_peak();
 
 // Copies bytes between any two devices; returns when the data can be read on the host
 // (device-to-host and host-to-device copies synchronise the stream).

@@ -73,6 +73,7 @@ json to_json(const StepRecord& r) {
   }
   if (!r.dropped_fraction.empty()) j["dropped_fraction"] = r.dropped_fraction;
   if (r.z_loss) j["z_loss"] = *r.z_loss;
+  if (r.gpu_memory_peak) j["gpu_memory_peak"] = *r.gpu_memory_peak;
   if (!r.router_bias.empty()) j["router_bias"] = r.router_bias;
   if (r.has_val) {
     j["val_loss"] = r.val_loss;
@@ -467,6 +468,7 @@ RunResult run_training(const TrainConfig& config_in, dist::Communicator& comm,
   for (int64_t step = start; step < c.steps; ++step) {
     const NvtxRange step_range("step");
     const auto t0 = std::chrono::steady_clock::now();
+    if (device == Device::cuda) device::cuda_memory_reset_peak();
     StepRecord r;
     r.step = step + 1;
     r.lr = learning_rate(c, step);
@@ -583,6 +585,7 @@ RunResult run_training(const TrainConfig& config_in, dist::Communicator& comm,
 
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     r.tokens_per_s = double(micro_total * c.batch_size * c.seq_len) / seconds;
+    if (device == Device::cuda) r.gpu_memory_peak = double(device::cuda_memory_peak());
     const bool last = r.step == c.steps;
     if (corpus.has_validation() && (last || (c.eval_every > 0 && r.step % c.eval_every == 0))) {
       r.has_val = true;

@@ -45,6 +45,7 @@ struct StepRecord {
   double sparsity = 0;        // S of REMOE_SPEC §2 (MoE only)
   double grad_norm = 0;       // before clipping
   double tokens_per_s = 0;
+  std::optional<double> gpu_memory_peak;        // GPU runs: the step's peak bytes in use (device.h)
   std::vector<double> layer_sparsity;           // per MoE layer, averaged over micro-batches
   std::vector<std::vector<double>> expert_load; // per MoE layer: share of routed tokens per expert
   std::vector<double> dropped_fraction;         // per MoE layer: pairs dropped by the capacity

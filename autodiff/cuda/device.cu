@@ -9,6 +9,14 @@
 namespace remoe::device {
 namespace {
 
+cudaMemPool_t default_pool() {
+  int dev = 0;
+  CUDA_CHECK(cudaGetDevice(&dev));
+  cudaMemPool_t pool = nullptr;
+  CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, dev));
+  return pool;
+}
+
 // One non-blocking stream for all of remoe's work; created with the first use.
 cudaStream_t stream_handle() {
   static cudaStream_t stream = [] {
@@ -16,12 +24,8 @@ cudaStream_t stream_handle() {
     CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
     // NOTE: keep freed blocks in the pool: the default threshold (0) hands memory back to the
     // driver at every synchronisation, turning each step's allocations into real cudaMallocs.
-    int dev = 0;
-    CUDA_CHECK(cudaGetDevice(&dev));
-    cudaMemPool_t pool = nullptr;
-    CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, dev));
     uint64_t threshold = UINT64_MAX;
-    CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &threshold));
+    CUDA_CHECK(cudaMemPoolSetAttribute(default_pool(), cudaMemPoolAttrReleaseThreshold, &threshold));
     return s;
   }();
   return stream;
@@ -65,6 +69,19 @@ void cuda_free(void* ptr) {
 }
 
 void* cuda_stream() { return stream_handle(); }
+
+size_t cuda_memory_peak() {
+  if (!cuda_available()) return 0;
+  uint64_t high = 0;
+  CUDA_CHECK(cudaMemPoolGetAttribute(default_pool(), cudaMemPoolAttrUsedMemHigh, &high));
+  return size_t(high);
+}
+
+void cuda_memory_reset_peak() {
+  if (!cuda_available()) return;
+  uint64_t zero = 0;  // the only value the attribute may be set to
+  CUDA_CHECK(cudaMemPoolSetAttribute(default_pool(), cudaMemPoolAttrUsedMemHigh, &zero));
+}
 
 void copy(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes) {
   if (!bytes) return;

@@ -86,6 +86,7 @@ TEST_P(ShortRun, LearnsAndLogs) {
     ++lines;
     EXPECT_EQ(j.at("step").get<int>(), lines);
     EXPECT_TRUE(j.contains("lambda"));
+    EXPECT_FALSE(j.contains("gpu_memory_peak")) << "a CPU run";
     if (ffn == model::FfnKind::moe) {
       ASSERT_EQ(j.at("layer_sparsity").size(), 2u);
       ASSERT_EQ(j.at("expert_load").size(), 2u);

@@ -147,10 +147,15 @@ TEST(GpuTraining, LambdaTrajectoryOverFiftyStepsEqualsTheCpus) {
   c.run_dir += "_gpu";
   train::run_training(c, [&](const train::StepRecord& r) { gpu.push_back(r); });
   ASSERT_EQ(gpu.size(), cpu.size());
+  const double n_params = double(model::Transformer(c.model, 0).n_params());
   for (size_t s = 0; s < cpu.size(); ++s) {
     EXPECT_EQ(gpu[s].lambda, cpu[s].lambda) << "step " << s + 1;
     EXPECT_NEAR(gpu[s].loss, cpu[s].loss, 1e-3 * cpu[s].loss) << "step " << s + 1;
     EXPECT_NEAR(gpu[s].sparsity, cpu[s].sparsity, 0.02) << "step " << s + 1;
+    EXPECT_FALSE(cpu[s].gpu_memory_peak) << "a CPU run has no GPU memory to report";
+    ASSERT_TRUE(gpu[s].gpu_memory_peak) << "step " << s + 1;
+    // At least the f32 weights and both AdamW moments are held throughout a step.
+    EXPECT_GE(*gpu[s].gpu_memory_peak, 3.0 * 4.0 * n_params) << "step " << s + 1;
   }
 }
 
