@@ -1,21 +1,25 @@
 #!/usr/bin/env bash
 # Runs on a GPU machine, from the bundle scripts/device_bundle.sh made: the whole gpu test
-# suite, the README's tiny training run on the GPU and on the CPU, every kernel benchmark, then
-# compute-sanitizer memcheck and racecheck over the suite
+# suite, the README's tiny training run on the GPU and on the CPU, every kernel benchmark, the
+# PyTorch peer (bench/peer/: its equivalence with remoe on the GPU in bf16, then training
+# throughput side by side), then compute-sanitizer memcheck and racecheck over the suite
 # (last: their time is the least predictable, and a command has 10 minutes). Writes into $OUT
-# (default .device/out) seven files, under the device tool's eight:
+# (default .device/out) eight files, the device tool's limit:
 #   gpu_check.json    device, driver, commit, the suite's counts, the two training runs (final
 #                     validation loss, sparsity, λ, tokens/s), the benchmarks' counts, the
 #                     sanitizers' verdicts
 #   gpu_tests.json    GoogleTest's report
 #   benchmarks.json   every benchmark program's Google Benchmark report, by program name
 #   bench_table.md    the table for bench/README.md (scripts/bench_table.py)
+#   peer.json         check_equivalence.py's reports (ReMoE and TopK) and bench_e2e.py's
 #   memcheck.txt, racecheck.txt, log.txt   the sanitizers' output; everything printed
 # and ends with `N passed, N failed`. Copy the JSON files into bench/results/ and commit them.
-# GPU_CHECK_PARTS (default "tests train bench sanitizers") runs only the parts it names, e.g.
-# to split a run over two commands.
+# GPU_CHECK_PARTS (default "tests train bench peer sanitizers") runs only the parts it names,
+# e.g. to split a run over several commands (all of it takes longer than one command's 10
+# minutes). The peer needs a python3 with torch (≥ 2.5) and safetensors, as these machines have.
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/.." && pwd)  # the checkout the device tool copied (configs/, bench/peer/)
 OUT=${OUT:-$HERE/out}
 mkdir -p "$OUT"
 exec > >(tee "$OUT/log.txt") 2>&1
@@ -30,7 +34,7 @@ driver=$(nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null
 echo "gpu_check: commit $commit on ${device:-no GPU} (driver ${driver:-none})"
 # The benchmarks put both into their JSON context.
 export REMOE_COMMIT="$commit" REMOE_DRIVER="${driver:-unknown}"
-parts=" ${GPU_CHECK_PARTS:-tests train bench sanitizers} "
+parts=" ${GPU_CHECK_PARTS:-tests train bench peer sanitizers} "
 
 suite_rc=0
 if [[ $parts == *" tests "* ]]; then
@@ -89,6 +93,35 @@ PY
 fi
 rm -rf "$bench_dir"
 
+# The peer: equivalence on the tiny config (40 steps, ReMoE then TopK), then throughput on the
+# small one (d 512, 8 layers, 32K tokens a step) for remoe, eager and compiled PyTorch.
+if [[ $parts == *" peer "* ]]; then
+  peer_dir=$(mktemp -d)
+  data="$HERE/data/tinyshakespeare.txt"
+  for router in relu topk; do
+    timeout 240 python3 "$ROOT/bench/peer/check_equivalence.py" --remoe "$HERE/bin/remoe" \
+      --config "$ROOT/configs/tiny.toml" --set "data.path=$data" --set "model.router=$router" \
+      --device cuda --steps 40 --out "$peer_dir/equivalence_$router.json" > /dev/null
+    echo "gpu_check: peer equivalence ($router) exited $?"
+  done
+  timeout 420 python3 "$ROOT/bench/peer/bench_e2e.py" --remoe "$HERE/bin/remoe" \
+    --config "$ROOT/configs/small.toml" --set "data.path=$data" --steps 30 --warmup 10 \
+    --out "$peer_dir/e2e.json"
+  echo "gpu_check: peer throughput exited $?"
+  python3 - "$OUT" "$peer_dir" <<'PY'
+import json, pathlib, sys
+out, peer_dir = sys.argv[1:]
+merged = {}
+for f in sorted(pathlib.Path(peer_dir).glob("*.json")):
+    try:
+        merged[f.stem] = json.loads(f.read_text())
+    except ValueError as e:
+        merged[f.stem] = {"error": f"unreadable ({e})"}
+json.dump(merged, open(f"{out}/peer.json", "w"), indent=1)
+PY
+  rm -rf "$peer_dir"
+fi
+
 sanitize() {  # tool → "clean" or "errors" (details in the log)
   if ! command -v compute-sanitizer > /dev/null; then echo "not run (no compute-sanitizer)"; return; fi
   compute-sanitizer --tool "$1" --error-exitcode 99 "$HERE/bin/gpu_tests" --gtest_brief=1 > "$OUT/$1.txt" 2>&1
@@ -139,9 +172,19 @@ if "tests" in parts.split():
     except (OSError, ValueError, KeyError) as e:
         failed += 1
         print(f"gpu_check: no readable GoogleTest report ({e})")
+peer = {}
+if "peer" in parts.split():
+    try:
+        for name, report in json.load(open(f"{out}/peer.json")).items():
+            peer[name] = report.get("ok", "error" not in json.dumps(report)) if name.startswith("equivalence") \
+                else "see peer.json"
+    except (OSError, ValueError) as e:
+        peer["error"] = f"no readable peer.json ({e})"
+    print(f"gpu_check: peer: {peer}")
 json.dump({"device": device, "driver": driver, "commit": commit,
            "gpu_tests": {"passed": passed, "failed": failed, "skipped": skipped},
-           "train": train, "benchmarks": bench, "memcheck": memcheck, "racecheck": racecheck},
+           "train": train, "benchmarks": bench, "peer": peer,
+           "memcheck": memcheck, "racecheck": racecheck},
           open(f"{out}/gpu_check.json", "w"), indent=2)
 print(f"{passed} passed, {failed} failed")
 PY
