@@ -36,6 +36,23 @@ echo "gpu_check: commit $commit on ${device:-no GPU} (driver ${driver:-none})"
 export REMOE_COMMIT="$commit" REMOE_DRIVER="${driver:-unknown}"
 parts=" ${GPU_CHECK_PARTS:-tests train bench peer sanitizers} "
 
+# merge_json DIR FILE: every DIR/<name>.json into one object {name: its JSON} in FILE (the
+# device tool returns at most 8 files); an unreadable one becomes {"error": ...}.
+merge_json() {
+  python3 - "$1" "$2" <<'PY'
+import json, pathlib, sys
+src, dst = sys.argv[1:]
+merged = {}
+for f in sorted(pathlib.Path(src).glob("*.json")):
+    try:
+        merged[f.stem] = json.loads(f.read_text())
+    except ValueError as e:
+        print(f"gpu_check: {f.name} is not readable JSON ({e})")
+        merged[f.stem] = {"error": f"unreadable JSON ({e})"}
+json.dump(merged, open(dst, "w"), indent=1)
+PY
+}
+
 suite_rc=0
 if [[ $parts == *" tests "* ]]; then
   "$HERE/bin/gpu_tests" --gtest_output="json:$OUT/gpu_tests.json"
@@ -77,17 +94,7 @@ if [[ $parts == *" bench "* ]]; then
   done
   # Merged at once, before the sanitizers: the device tool returns at most 8 files, and what a
   # command stopped at its limit leaves under $OUT still comes back.
-  python3 - "$OUT" "$bench_dir" <<'PY'
-import json, pathlib, sys
-out, bench_dir = sys.argv[1:]
-reports = {}
-for f in sorted(pathlib.Path(bench_dir).glob("*.json")):
-    try:
-        reports[f.stem] = json.loads(f.read_text())
-    except ValueError as e:
-        print(f"gpu_check: {f.name} is not readable JSON ({e})")
-json.dump(reports, open(f"{out}/benchmarks.json", "w"), indent=1)
-PY
+  merge_json "$bench_dir" "$OUT/benchmarks.json"
   python3 "$HERE/bench_table.py" "$OUT/benchmarks.json" > "$OUT/bench_table.md" ||
     echo "gpu_check: bench_table.py failed"
 fi
@@ -108,17 +115,7 @@ if [[ $parts == *" peer "* ]]; then
     --config "$ROOT/configs/small.toml" --set "data.path=$data" --steps 30 --warmup 10 \
     --out "$peer_dir/e2e.json"
   echo "gpu_check: peer throughput exited $?"
-  python3 - "$OUT" "$peer_dir" <<'PY'
-import json, pathlib, sys
-out, peer_dir = sys.argv[1:]
-merged = {}
-for f in sorted(pathlib.Path(peer_dir).glob("*.json")):
-    try:
-        merged[f.stem] = json.loads(f.read_text())
-    except ValueError as e:
-        merged[f.stem] = {"error": f"unreadable ({e})"}
-json.dump(merged, open(f"{out}/peer.json", "w"), indent=1)
-PY
+  merge_json "$peer_dir" "$OUT/peer.json"
   rm -rf "$peer_dir"
 fi
 

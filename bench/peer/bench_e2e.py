@@ -99,12 +99,7 @@ def main(argv=None):
     rows = []
     try:
         for router in args.routers.split(","):
-            overrides = []
-            for kv in args.set:
-                if "=" not in kv:
-                    raise SystemExit(f"bench_e2e: --set expects KEY=VALUE, got {kv!r}")
-                k, v = kv.split("=", 1)
-                overrides += [f"--{k}", v]
+            overrides = config_mod.override_args(args.set, "bench_e2e")
             overrides += (["--model.ffn", "dense"] if router == "dense" else ["--model.ffn", "moe", "--model.router", router])
             overrides += ["--train.steps", str(args.steps), "--eval.every", "0", "--checkpoint.every", "0",
                           "--log.every", str(args.steps)]

@@ -107,6 +107,7 @@ def check(args):
     sys.path.insert(0, HERE)
     from safetensors.torch import load_file
     from remoe_peer.checkpoint import Checkpoint
+    from remoe_peer.config import override_args
     from remoe_peer.train import PeerTrainer, run as peer_run
 
     if args.steps < 2:
@@ -116,12 +117,7 @@ def check(args):
     work = args.work or tempfile.mkdtemp(prefix="remoe_peer_check_")
     run_dir = os.path.join(work, "remoe")
     shutil.rmtree(run_dir, ignore_errors=True)
-    overrides = []
-    for kv in args.set:
-        if "=" not in kv:
-            raise SystemExit(f"check_equivalence: --set expects KEY=VALUE, got {kv!r}")
-        k, v = kv.split("=", 1)
-        overrides += [f"--{k}", v]
+    overrides = override_args(args.set, "check_equivalence")
     try:
         run([args.remoe, "train", "--config", args.config, *overrides,
              "--train.steps", str(args.steps), "--checkpoint.every", str(half),

@@ -159,6 +159,18 @@ def parse(text, source):
     return c
 
 
+def override_args(sets, prog):
+    """remoe's command-line overrides (--KEY VALUE) from KEY=VALUE strings; SystemExit naming
+    `prog` and the bad one otherwise."""
+    args = []
+    for kv in sets:
+        if "=" not in kv:
+            raise SystemExit(f"{prog}: --set expects KEY=VALUE, got {kv!r}")
+        k, v = kv.split("=", 1)
+        args += [f"--{k}", v]
+    return args
+
+
 def load(path):
     with open(path, encoding="utf-8") as f:
         return parse(f.read(), path)
