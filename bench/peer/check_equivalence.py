@@ -127,9 +127,8 @@ def check(args):
 
         # Evaluation of the last checkpoint.
         last = Checkpoint(run_dir)
-        env_device = {"cpu": "", "cuda": None}[args.device]
         env = dict(os.environ)
-        if env_device == "":
+        if args.device == "cpu":
             env["CUDA_VISIBLE_DEVICES"] = ""  # remoe eval takes the GPU when it sees one
         p = subprocess.run([args.remoe, "eval", "--checkpoint", last.dir, "--json"],
                            capture_output=True, text=True, env=env)

@@ -160,8 +160,7 @@ class Moe(nn.Module):
             ys = ys[rows]
         weighted = ys.float() * gates[token, expert].unsqueeze(1)
         y = torch.zeros(T, h.shape[1], dtype=torch.float32, device=h.device).index_add_(0, token, weighted)
-        active = mask.sum()
-        return y, aux, counts.detach(), active.detach()
+        return y, aux, counts
 
 
 class Block(nn.Module):
@@ -174,12 +173,11 @@ class Block(nn.Module):
             self.moe = Moe(c)
         else:
             self.ffn = DenseFfn(c)
-        self.c = c
 
 
 class Transformer(nn.Module):
     """forward(ids (B·S), batch, seq, lam) → logits (T, V) f32, aux (Σ over layers), and per MoE
-    layer (counts (E), active pairs) as device tensors (nothing is read back)."""
+    layer its active pairs per expert (E) as a device tensor (nothing is read back)."""
 
     def __init__(self, c):
         super().__init__()
@@ -214,9 +212,9 @@ class Transformer(nn.Module):
             x = x + layer.attention(rmsnorm(x, layer.attention_norm, c.norm_eps), self.rope, batch, seq)
             h = rmsnorm(x, layer.ffn_norm, c.norm_eps)
             if c.moe:
-                y, layer_aux, counts, active = layer.moe(h, lam)
+                y, layer_aux, counts = layer.moe(h, lam)
                 aux = aux + layer_aux
-                stats.append((counts, active))
+                stats.append(counts)
             else:
                 y = layer.ffn(h)
             x = x + y

@@ -38,6 +38,13 @@ def learning_rate(c, step):
     return c.min_lr + 0.5 * (c.lr - c.min_lr) * (1.0 + math.cos(math.pi * progress))
 
 
+def routing_stats(counts, pairs):
+    """From active pairs per (layer, expert) summed over `pairs` (token, expert) pairs a layer:
+    each layer's sparsity 1 − active / pairs and each expert's share of its layer's active pairs."""
+    active = counts.sum(1)
+    return 1.0 - active / pairs, counts / active.clamp(min=1)[:, None]
+
+
 class PeerTrainer:
     """config: a PeerConfig. checkpoint: a checkpoint.Checkpoint to start from (its weights,
     AdamW moments, step, λ and data sampler state), or None for a fresh run from torch's
@@ -103,7 +110,7 @@ class PeerTrainer:
             ce_sum += ce.detach().double() / c.grad_accum
             aux_sum += aux.detach().double() / c.grad_accum
             if stats:
-                counts = torch.stack([s[0] for s in stats]).double()  # (L, E)
+                counts = torch.stack(stats).double()  # (L, E)
                 counts_sum = counts if counts_sum is None else counts_sum + counts
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip) \
             if c.grad_clip > 0 else torch.nn.utils.get_total_norm([p.grad for p in self.model.parameters()])
@@ -113,10 +120,8 @@ class PeerTrainer:
                   "lambda": lam_used, "grad_norm": grad_norm}
         if counts_sum is not None:
             pairs = c.grad_accum * c.batch_size * c.seq_len * c.experts
-            active = counts_sum.sum(1)  # (L)
-            record["layer_sparsity"] = 1.0 - active / pairs
-            record["sparsity"] = 1.0 - active.sum() / (pairs * c.n_layers)
-            record["expert_load"] = counts_sum / active.clamp(min=1)[:, None]
+            record["layer_sparsity"], record["expert_load"] = routing_stats(counts_sum, pairs)
+            record["sparsity"] = 1.0 - counts_sum.sum() / (pairs * c.n_layers)
             if c.router == "relu":  # REMOE_SPEC §2: after the step, from its sparsity
                 self.lam = torch.where(record["sparsity"] < c.target_sparsity,
                                        self.lam * c.alpha, self.lam / c.alpha)
@@ -137,15 +142,13 @@ class PeerTrainer:
                                                       c.seq_len, torch.zeros((), device=self.device))
             total += F.cross_entropy(logits.float(), targets.to(self.device)).item()
             if stats:
-                counts = torch.stack([s[0] for s in stats]).double()
+                counts = torch.stack(stats).double()
                 counts_sum = counts if counts_sum is None else counts_sum + counts
         out = {"batches": batches, "batch_size": c.batch_size, "seq_len": c.seq_len,
                "loss": total / batches, "bpb": total / batches / math.log(2)}
         if counts_sum is not None:
-            active = counts_sum.sum(1)
-            pairs = batches * c.batch_size * c.seq_len * c.experts
-            out["layer_sparsity"] = (1.0 - active / pairs).tolist()
-            out["expert_load"] = (counts_sum / active.clamp(min=1)[:, None]).tolist()
+            sparsity, load = routing_stats(counts_sum, batches * c.batch_size * c.seq_len * c.experts)
+            out["layer_sparsity"], out["expert_load"] = sparsity.tolist(), load.tolist()
         return out
 
 
