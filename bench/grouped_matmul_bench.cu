@@ -3,7 +3,8 @@
 //   forward  y  (M, N_out) = x (M, K) · W[e]ᵀ per group    vs  x · Wᵀ          2·M·N_out·K FLOP
 //   dx       dx (M, K)     = dy (M, N_out) · W[e]           vs  dy · W          2·M·N_out·K
 //   dw       dw (E, N_out, K) = dy[g]ᵀ · x[g] (K-grouped)   vs  dyᵀ · x (N_out, K)  2·M·N_out·K
-// with M = T·k routed rows. Each MoE config runs both projections of its experts: `up` (W1 and
+// with M = T·k routed rows, for each implementation: `tiled` (v1, WMMA) and `hopper` (v2,
+// TMA + wgmma, persistent; skipped with its reason where it cannot run). Each MoE config runs both projections of its experts: `up` (W1 and
 // W3 each: K = d, N_out = d_ffn/G) and `down` (W2: K = d_ffn/G, N_out = d). Loads: `uni`
 // (near-uniform, each expert within ±10% of M/E) and `zipf` (c_e ∝ 1/(e+1) over E − 1 experts,
 // the last expert empty). The shapes are listed in bench/README.md with the reasons.
@@ -47,7 +48,10 @@ struct Case {
   bool worst_case_capacity = false;  // max_rows = T·E (the CUDA backend's planned buffers)
 };
 
-void run(benchmark::State& state, const Case& c, bool up, Op op) {
+using Impl = cuda::GroupedMatmulImpl;
+const char* impl_name(Impl impl) { return impl == Impl::hopper ? "hopper" : "tiled"; }
+
+void run(benchmark::State& state, const Case& c, bool up, Op op, Impl impl) {
   const int64_t M = c.T * c.k, E = c.E;
   const int64_t K = up ? c.d : c.h, NO = up ? c.h : c.d;
   const int64_t max_rows = c.worst_case_capacity ? c.T * c.E : M;
@@ -66,6 +70,10 @@ void run(benchmark::State& state, const Case& c, bool up, Op op) {
   fill_normal(b.get(), b.size(), 2);
   fill_normal(dy_dw.get(), dy_dw.size(), 3);
   CUDA_CHECK(cudaStreamSynchronize(stream()));
+  if (impl == Impl::hopper) {
+    const std::string why = cuda::grouped_matmul_hopper_unsupported<bf16>(K, NO, {});
+    if (!why.empty()) return state.SkipWithError(why.c_str());
+  }
 
   const double flops = 2.0 * double(M) * double(NO) * double(K);
   double base = 0;
@@ -75,21 +83,21 @@ void run(benchmark::State& state, const Case& c, bool up, Op op) {
       base = cublas_tflops(out.get(), a.get(), b.get(), M, NO, K, false, true, CUDA_R_16BF);
       launch = [&](int64_t) {
         cuda::grouped_matmul_forward(out.get(), a.get(), b.get(), off.get(), E, K, NO, max_rows,
-                                     stream());
+                                     stream(), impl);
       };
       break;
     case Op::kDx:  // dx = dy · W[e];  cuBLAS: dy (M, N_out) · W[0] (N_out, K)
       base = cublas_tflops(out.get(), a.get(), b.get(), M, K, NO, false, false, CUDA_R_16BF);
       launch = [&](int64_t) {
         cuda::grouped_matmul_backward<bf16>(out.get(), nullptr, a.get(), nullptr, b.get(),
-                                            off.get(), E, K, NO, max_rows, stream());
+                                            off.get(), E, K, NO, max_rows, stream(), impl);
       };
       break;
     case Op::kDw:  // dw[e] = dy[g]ᵀ · x[g];  cuBLAS: dyᵀ (N_out, M) · x (M, K)
       base = cublas_tflops(out.get(), dy_dw.get(), a.get(), NO, K, M, true, false, CUDA_R_16BF);
       launch = [&](int64_t) {
         cuda::grouped_matmul_backward<bf16>(nullptr, out.get(), dy_dw.get(), a.get(), nullptr,
-                                            off.get(), E, K, NO, max_rows, stream());
+                                            off.get(), E, K, NO, max_rows, stream(), impl);
       };
       break;
   }
@@ -112,21 +120,25 @@ void register_all() {
   };
   for (const Case& c : cases)
     for (bool up : {true, false})
-      for (Op op : {Op::kForward, Op::kDx, Op::kDw}) {
-        const std::string name = shape_name(
-            op_name(op), {{"cfg", c.config}, {"proj", up ? "up" : "down"}, {"load", load_name(c.load)},
-                          {"T", num(c.T)}, {"k", num(c.k)}, {"E", num(c.E)},
-                          {"M", num(c.T * c.k)}, {"K", num(up ? c.d : c.h)},
-                          {"N", num(up ? c.h : c.d)}});
-        add(name, [c, up, op](benchmark::State& s) { run(s, c, up, op); });
-      }
+      for (Op op : {Op::kForward, Op::kDx, Op::kDw})
+        for (Impl impl : {Impl::tiled, Impl::hopper}) {
+          const std::string name = shape_name(
+              op_name(op), {{"impl", impl_name(impl)}, {"cfg", c.config}, {"proj", up ? "up" : "down"},
+                            {"load", load_name(c.load)}, {"T", num(c.T)}, {"k", num(c.k)},
+                            {"E", num(c.E)}, {"M", num(c.T * c.k)}, {"K", num(up ? c.d : c.h)},
+                            {"N", num(up ? c.h : c.d)}});
+          add(name, [c, up, op, impl](benchmark::State& s) { run(s, c, up, op, impl); });
+        }
   // The capacity the CUDA backend plans for dropless ReLU routing (model/README.md): buffers of
   // T·E rows, so the M-grouped grid has T·E/64 + E row slots of which T·k/64 + E do work.
+  // (The hopper grid is persistent, one CTA per SM whatever max_rows is.)
   Case cap{"182M", 8192, 1, 8, 768, 3072, Load::kUniform, true};
-  add(shape_name(op_name(Op::kForward),
-                 {{"cfg", "182M"}, {"proj", "up"}, {"load", "uni"}, {"T", "8192"}, {"k", "1"},
-                  {"E", "8"}, {"M", "8192"}, {"K", "768"}, {"N", "3072"}, {"max_rows", "65536"}}),
-      [cap](benchmark::State& s) { run(s, cap, true, Op::kForward); });
+  for (Impl impl : {Impl::tiled, Impl::hopper})
+    add(shape_name(op_name(Op::kForward),
+                   {{"impl", impl_name(impl)}, {"cfg", "182M"}, {"proj", "up"}, {"load", "uni"},
+                    {"T", "8192"}, {"k", "1"}, {"E", "8"}, {"M", "8192"}, {"K", "768"},
+                    {"N", "3072"}, {"max_rows", "65536"}}),
+        [cap, impl](benchmark::State& s) { run(s, cap, true, Op::kForward, impl); });
 }
 
 }  // namespace

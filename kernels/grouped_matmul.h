@@ -8,6 +8,8 @@
 #pragma once
 
 #include <cstdint>
+#include <initializer_list>
+#include <string>
 
 #include "kernels/bf16.h"
 #include "kernels/stream.h"
@@ -25,10 +27,19 @@ void grouped_matmul_backward(T* dx, T* dw, const T* dy, const T* x, const T* w,
 
 }  // namespace remoe::cpu
 
-// CUDA launchers (kernels/cuda/grouped_matmul.cu): the same contracts on device pointers, one
-// launch per call for all groups — the offsets are read on the device, never on the host.
-//   bf16: tensor cores (WMMA 16×16×16, fp32 accumulate, one bf16 rounding of each output);
-//   f32:  fp32 FMA tiles (for tests against the CPU and f32 runs).
+// CUDA launchers: the same contracts on device pointers, one launch per call for all groups —
+// the offsets are read on the device, never on the host. Two implementations:
+//   tiled  (v1, kernels/cuda/grouped_matmul.cu): bf16 on tensor cores through WMMA 16×16×16
+//          (fp32 accumulate, one bf16 rounding of each output), f32 on fp32 FMA tiles (for
+//          tests against the CPU and f32 runs); any shape.
+//   hopper (v2, kernels/cuda/grouped_matmul_sm90.cu): bf16 only, sm_90a builds on a compute
+//          capability 9.0 GPU; TMA loads through an mbarrier pipeline into wgmma, persistent
+//          CTAs over the groups' tiles; needs K and N_out multiples of 8 and 16-byte aligned
+//          buffers (TMA's stride and address rules).
+// `automatic` takes hopper where it applies, else tiled — unless the environment variable
+// REMOE_GROUPED_GEMM (auto, tiled or hopper) says otherwise for the whole run; asking for
+// hopper where it does not apply is an error that says why. kernels/README.md has the ladder
+// from one to the other.
 // max_rows bounds N = offsets[E] (the capacity of x, y, dx, dy; e.g. T·E for dropless ReLU
 // routing): the grid is sized from it and a device offsets[E] > max_rows traps.
 // n_groups ≤ kGroupedMatmulMaxGroups (each block reads the offsets into shared memory).
@@ -37,14 +48,24 @@ namespace remoe::cuda {
 
 inline constexpr int64_t kGroupedMatmulMaxGroups = 1024;
 
+enum class GroupedMatmulImpl { automatic, tiled, hopper };
+
+// Why the hopper implementation cannot run this call ("" when it can): the build, the device,
+// the element type (bf16 only), the sizes or the buffers' alignment.
+template <typename T>
+std::string grouped_matmul_hopper_unsupported(int64_t k_in, int64_t n_out,
+                                              std::initializer_list<const void*> buffers);
+
 template <typename T>
 void grouped_matmul_forward(T* y, const T* x, const T* w, const int32_t* offsets,
                             int64_t n_groups, int64_t k_in, int64_t n_out, int64_t max_rows,
-                            cudaStream_t stream);
+                            cudaStream_t stream,
+                            GroupedMatmulImpl impl = GroupedMatmulImpl::automatic);
 
 template <typename T>
 void grouped_matmul_backward(T* dx, T* dw, const T* dy, const T* x, const T* w,
                              const int32_t* offsets, int64_t n_groups, int64_t k_in,
-                             int64_t n_out, int64_t max_rows, cudaStream_t stream);
+                             int64_t n_out, int64_t max_rows, cudaStream_t stream,
+                             GroupedMatmulImpl impl = GroupedMatmulImpl::automatic);
 
 }  // namespace remoe::cuda

@@ -17,11 +17,17 @@
 // bound on Σ_e ceil(c_e / kBM); blocks past the last tile exit. dw has one grid slice per group
 // and reduces over all the group's rows in one block: no split-K, no atomics, deterministic.
 // NOTE: v1 has no pipelining (cp.async / TMA), no wgmma and no swizzle; it is the baseline
-// that the Hopper version is to be measured against.
+// that the Hopper version (grouped_matmul_sm90.cu, v2) is measured against, and the path for
+// f32, for shapes TMA cannot describe and for GPUs other than Hopper. The public launchers at
+// the end dispatch between the two.
 #include <cuda_runtime.h>
 #include <mma.h>
 
+#include <cstdlib>
+#include <string>
+
 #include "kernels/check.h"
+#include "kernels/cuda/grouped_matmul_sm90.cuh"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/nvtx.h"
 #include "kernels/grouped_matmul.h"
@@ -291,13 +297,12 @@ unsigned row_slots(int64_t max_rows, int64_t n_groups) {
   return unsigned(max_rows / P::kBM + n_groups);
 }
 
+// v1's launchers; the public ones below have checked the sizes and returned on empty outputs.
 template <typename T>
 void forward(T* y, const T* x, const T* w, const int32_t* offsets, int64_t n_groups,
              int64_t k_in, int64_t n_out, int64_t max_rows, cudaStream_t stream) {
   using D = device_t<T>;
   using P = Policy<D>;
-  check_sizes("grouped_matmul_forward", n_groups, k_in, n_out, max_rows);
-  if (n_groups == 0 || max_rows == 0 || n_out == 0) return;  // no output element
   const dim3 grid(row_slots<P>(max_rows, n_groups), unsigned(ceil_div(n_out, P::kBN)));
   REMOE_CHECK(grid.y <= 65535, "grouped_matmul_forward: N_out = ", n_out, " too large");
   grouped_forward_kernel<P><<<grid, P::kThreads, 0, stream>>>(
@@ -311,7 +316,6 @@ void backward(T* dx, T* dw, const T* dy, const T* x, const T* w, const int32_t* 
               cudaStream_t stream) {
   using D = device_t<T>;
   using P = Policy<D>;
-  check_sizes("grouped_matmul_backward", n_groups, k_in, n_out, max_rows);
   if (dx && n_groups > 0 && max_rows > 0 && k_in > 0) {
     const dim3 grid(row_slots<P>(max_rows, n_groups), unsigned(ceil_div(k_in, P::kBN)));
     REMOE_CHECK(grid.y <= 65535, "grouped_matmul_backward: K = ", k_in, " too large");
@@ -329,29 +333,101 @@ void backward(T* dx, T* dw, const T* dy, const T* x, const T* w, const int32_t* 
   }
 }
 
+// Whether this call runs the Hopper kernels: "" if so, else why not (an error when asked for).
+template <typename T>
+std::string hopper_unsupported(int64_t k_in, int64_t n_out, std::initializer_list<const void*> buffers) {
+  if (!std::is_same_v<T, bf16>) return "the hopper grouped GEMM is bf16 only";
+  if (std::string why = sm90_unavailable(); !why.empty()) return why;
+  if (k_in % 8 != 0 || n_out % 8 != 0)
+    return str_cat("K = ", k_in, " and N_out = ", n_out,
+                   " must be multiples of 8 (TMA strides are multiples of 16 bytes)");
+  for (const void* p : buffers)
+    if (reinterpret_cast<uintptr_t>(p) % 16 != 0)
+      return "a buffer is not 16-byte aligned (TMA needs 16-byte aligned addresses)";
+  return "";
+}
+
+// REMOE_GROUPED_GEMM=auto|tiled|hopper overrides `automatic` for a whole run (to compare the
+// two inside the trainer, or to keep training on v1 while v2 is under suspicion); unset or
+// empty is auto.
+GroupedMatmulImpl impl_from_env() {
+  static const GroupedMatmulImpl impl = [] {
+    const char* v = std::getenv("REMOE_GROUPED_GEMM");
+    const std::string value = v ? v : "";
+    if (value.empty() || value == "auto") return GroupedMatmulImpl::automatic;
+    if (value == "tiled") return GroupedMatmulImpl::tiled;
+    if (value == "hopper") return GroupedMatmulImpl::hopper;
+    REMOE_FAIL("environment variable REMOE_GROUPED_GEMM = \"", value,
+               "\": expected auto, tiled or hopper");
+  }();
+  return impl;
+}
+
+// True: run v2. Asking for hopper where it does not apply is an error naming the reason.
+template <typename T>
+bool use_hopper(const char* op, GroupedMatmulImpl impl, int64_t k_in, int64_t n_out,
+                std::initializer_list<const void*> buffers) {
+  if (impl == GroupedMatmulImpl::automatic) impl = impl_from_env();
+  if (impl == GroupedMatmulImpl::tiled) return false;
+  const std::string why = hopper_unsupported<T>(k_in, n_out, buffers);
+  REMOE_CHECK(why.empty() || impl == GroupedMatmulImpl::automatic, op,
+              ": impl = hopper, but ", why);
+  return why.empty();
+}
+
+bf16* as_bf16(bf16* p) { return p; }
+template <typename T> bf16* as_bf16(T*) { return nullptr; }  // never called: hopper is bf16 only
+const bf16* as_bf16(const bf16* p) { return p; }
+template <typename T> const bf16* as_bf16(const T*) { return nullptr; }
+
 }  // namespace
+
+template <typename T>
+std::string grouped_matmul_hopper_unsupported(int64_t k_in, int64_t n_out,
+                                              std::initializer_list<const void*> buffers) {
+  return hopper_unsupported<T>(k_in, n_out, buffers);
+}
 
 template <typename T>
 void grouped_matmul_forward(T* y, const T* x, const T* w, const int32_t* offsets,
                             int64_t n_groups, int64_t k_in, int64_t n_out, int64_t max_rows,
-                            cudaStream_t stream) {
+                            cudaStream_t stream, GroupedMatmulImpl impl) {
   NvtxRange range("grouped_matmul_forward");
+  check_sizes("grouped_matmul_forward", n_groups, k_in, n_out, max_rows);
+  if (n_groups == 0 || max_rows == 0 || n_out == 0) return;  // no output element
+  if (k_in > 0 && use_hopper<T>("grouped_matmul_forward", impl, k_in, n_out, {y, x, w}))
+    return sm90_grouped_forward(as_bf16(y), as_bf16(x), as_bf16(w), offsets, n_groups, k_in,
+                                n_out, max_rows, stream);
   forward(y, x, w, offsets, n_groups, k_in, n_out, max_rows, stream);
 }
 
 template <typename T>
 void grouped_matmul_backward(T* dx, T* dw, const T* dy, const T* x, const T* w,
                              const int32_t* offsets, int64_t n_groups, int64_t k_in,
-                             int64_t n_out, int64_t max_rows, cudaStream_t stream) {
+                             int64_t n_out, int64_t max_rows, cudaStream_t stream,
+                             GroupedMatmulImpl impl) {
   NvtxRange range("grouped_matmul_backward");
-  backward(dx, dw, dy, x, w, offsets, n_groups, k_in, n_out, max_rows, stream);
+  check_sizes("grouped_matmul_backward", n_groups, k_in, n_out, max_rows);
+  if (n_groups == 0 || k_in == 0) return;  // dx and dw are empty
+  // An empty reduction (N_out = 0 for dx, no rows for dw) is v1's: it writes the zeros.
+  const bool hopper = n_out > 0 && max_rows > 0 &&
+                      use_hopper<T>("grouped_matmul_backward", impl, k_in, n_out, {dx, dw, dy, x, w});
+  if (!hopper) return backward(dx, dw, dy, x, w, offsets, n_groups, k_in, n_out, max_rows, stream);
+  if (dx) sm90_grouped_dx(as_bf16(dx), as_bf16(dy), as_bf16(w), offsets, n_groups, k_in, n_out,
+                          max_rows, stream);
+  if (dw) sm90_grouped_dw(as_bf16(dw), as_bf16(dy), as_bf16(x), offsets, n_groups, k_in, n_out,
+                          max_rows, stream);
 }
 
 #define REMOE_INSTANTIATE(T)                                                                     \
+  template std::string grouped_matmul_hopper_unsupported<T>(int64_t, int64_t,                     \
+                                                            std::initializer_list<const void*>);  \
   template void grouped_matmul_forward<T>(T*, const T*, const T*, const int32_t*, int64_t,        \
-                                          int64_t, int64_t, int64_t, cudaStream_t);               \
+                                          int64_t, int64_t, int64_t, cudaStream_t,                \
+                                          GroupedMatmulImpl);                                      \
   template void grouped_matmul_backward<T>(T*, T*, const T*, const T*, const T*, const int32_t*,  \
-                                           int64_t, int64_t, int64_t, int64_t, cudaStream_t);
+                                           int64_t, int64_t, int64_t, int64_t, cudaStream_t,      \
+                                           GroupedMatmulImpl);
 REMOE_INSTANTIATE(float)
 REMOE_INSTANTIATE(bf16)
 #undef REMOE_INSTANTIATE

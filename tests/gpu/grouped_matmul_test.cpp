@@ -1,5 +1,6 @@
-// CUDA grouped GEMM against the CPU reference (kernels/grouped_matmul.h). Skips without a
-// visible GPU.
+// CUDA grouped GEMM against the CPU reference (kernels/grouped_matmul.h), each implementation:
+// tiled (v1, any GPU), hopper (v2, sm_90a; its cases skip elsewhere) and automatic (the
+// dispatch the model uses). Skips without a visible GPU.
 // f32: fp32 FMA sums of up to L products against the CPU's double sums, so atol 1e-4 (not
 //   1e-5) for the unit-variance inputs here, whose sums reach |y| ≈ √L ≈ 15.
 // bf16: the reference runs in f32 on the bf16-rounded inputs; the GPU's products are exact and
@@ -22,6 +23,8 @@ struct GemmCase {
   int64_t spare_rows = 0;  // max_rows − N: capacity the kernels must leave alone
 };
 
+using Impl = cuda::GroupedMatmulImpl;
+
 std::vector<int32_t> offsets_of(const std::vector<int32_t>& counts) {
   std::vector<int32_t> off(counts.size() + 1, 0);
   std::partial_sum(counts.begin(), counts.end(), off.begin() + 1);
@@ -34,8 +37,11 @@ std::vector<T> stored(const std::vector<float>& v) {
   else return v;
 }
 
+// Runs forward and backward through `impl`. Capacity rows past N hold NaN: no output may
+// depend on them (the weight gradient reduces over rows, so a stage that reads past its
+// group's end must not let them in).
 template <typename T>
-void check_case(const GemmCase& c, cudaStream_t stream) {
+void check_case(const GemmCase& c, Impl impl, cudaStream_t stream) {
   const int64_t E = int64_t(c.counts.size()), K = c.k_in, NO = c.n_out;
   const std::vector<int32_t> off = offsets_of(c.counts);
   const int64_t N = off.back(), max_rows = N + c.spare_rows;
@@ -47,6 +53,8 @@ void check_case(const GemmCase& c, cudaStream_t stream) {
     w = to_f32(to_bf16(w));
     dy = to_f32(to_bf16(dy));
   }
+  for (int64_t i = N * K; i < max_rows * K; ++i) x[size_t(i)] = std::nanf("");
+  for (int64_t i = N * NO; i < max_rows * NO; ++i) dy[size_t(i)] = std::nanf("");
   std::vector<float> y_want(size_t(N * NO)), dx_want(size_t(N * K)), dw_want(size_t(E * NO * K));
   cpu::grouped_matmul_forward<float>(y_want.data(), x.data(), w.data(), off.data(), E, K, NO);
   cpu::grouped_matmul_backward<float>(dx_want.data(), dw_want.data(), dy.data(), x.data(),
@@ -60,9 +68,9 @@ void check_case(const GemmCase& c, cudaStream_t stream) {
   Tensor dx = Tensor::full({max_rows, K}, kSentinel, dtype_of<T>(), Device::cuda);
   Tensor dw = Tensor::full({E, NO, K}, kSentinel, dtype_of<T>(), Device::cuda);
   cuda::grouped_matmul_forward<T>(dev<T>(y), dev<T>(xd), dev<T>(wd), dev<int32_t>(offd), E, K, NO,
-                                  max_rows, stream);
+                                  max_rows, stream, impl);
   cuda::grouped_matmul_backward<T>(dev<T>(dx), dev<T>(dw), dev<T>(dyd), dev<T>(xd), dev<T>(wd),
-                                   dev<int32_t>(offd), E, K, NO, max_rows, stream);
+                                   dev<int32_t>(offd), E, K, NO, max_rows, stream, impl);
 
   const std::vector<double> y_all = as_double(download<T>(y)), dx_all = as_double(download<T>(dx));
   // Rows past N are capacity, not output: untouched.
@@ -92,9 +100,9 @@ void check_case(const GemmCase& c, cudaStream_t stream) {
   Tensor dx2 = Tensor::full({max_rows, K}, kSentinel, dtype_of<T>(), Device::cuda);
   Tensor dw2 = Tensor::full({E, NO, K}, kSentinel, dtype_of<T>(), Device::cuda);
   cuda::grouped_matmul_backward<T>(dev<T>(dx2), nullptr, dev<T>(dyd), dev<T>(xd), dev<T>(wd),
-                                   dev<int32_t>(offd), E, K, NO, max_rows, stream);
+                                   dev<int32_t>(offd), E, K, NO, max_rows, stream, impl);
   cuda::grouped_matmul_backward<T>(nullptr, dev<T>(dw2), dev<T>(dyd), dev<T>(xd), dev<T>(wd),
-                                   dev<int32_t>(offd), E, K, NO, max_rows, stream);
+                                   dev<int32_t>(offd), E, K, NO, max_rows, stream, impl);
   EXPECT_TRUE(close(as_double(download<T>(dx2)), dx_all, 0, 0));
   EXPECT_TRUE(close(as_double(download<T>(dw2)), dw_got, 0, 0));  // and deterministic
 }
@@ -118,14 +126,28 @@ const std::vector<GemmCase>& gemm_cases() {
       {"KBelowOneStep", {20, 3}, 5, 70},
       {"E128", random_counts(128, 5, 43), 32, 48, 64},
       {"E8Wide", random_counts(8, 300, 44), 96, 160},
+      // Shapes the hopper kernels take (K, N_out multiples of 8), around their 128 × 128 tiles
+      // and 64-step reduction: groups of several row tiles and a ragged last one, a reduction
+      // that ends inside a stage, more column tiles than one, a K below one box.
+      {"HopperTilesAndTails", {300, 0, 129, 1, 128, 0, 257}, 200, 136, 70},
+      {"HopperLongReduction", {140, 60}, 520, 264, 5},
+      {"HopperNarrow", {17, 0, 3}, 8, 16, 3},
+      {"HopperE64", random_counts(64, 150, 45), 64, 72, 33},
   };
   return cases;
 }
 
 using GpuGroupedMatmul = GpuTestWithParam<GemmCase>;
 
-TEST_P(GpuGroupedMatmul, F32MatchesCpu) { check_case<float>(GetParam(), stream()); }
-TEST_P(GpuGroupedMatmul, Bf16MatchesCpu) { check_case<bf16>(GetParam(), stream()); }
+TEST_P(GpuGroupedMatmul, F32MatchesCpu) { check_case<float>(GetParam(), Impl::automatic, stream()); }
+TEST_P(GpuGroupedMatmul, Bf16MatchesCpu) { check_case<bf16>(GetParam(), Impl::automatic, stream()); }
+TEST_P(GpuGroupedMatmul, Bf16TiledMatchesCpu) { check_case<bf16>(GetParam(), Impl::tiled, stream()); }
+TEST_P(GpuGroupedMatmul, Bf16HopperMatchesCpu) {
+  const GemmCase& c = GetParam();
+  const std::string why = cuda::grouped_matmul_hopper_unsupported<bf16>(c.k_in, c.n_out, {});
+  if (!why.empty()) GTEST_SKIP() << why;
+  check_case<bf16>(c, Impl::hopper, stream());
+}
 
 INSTANTIATE_TEST_SUITE_P(Groups, GpuGroupedMatmul, ::testing::ValuesIn(gemm_cases()),
                          [](const auto& info) { return info.param.name; });
@@ -143,6 +165,30 @@ TEST_F(GpuGroupedMatmulErrors, RejectsTooManyGroups) {
                                                   dev<int32_t>(off), E, 4, 4, 1, stream());
             }).find("E = 1025"),
             std::string::npos);
+}
+
+// Asking for hopper where it does not apply names the reason instead of falling back.
+TEST_F(GpuGroupedMatmulErrors, HopperRefusesWhatItCannotRun) {
+  const Tensor off = Tensor::zeros({2}, DType::i32, Device::cuda);
+  const Tensor x = Tensor::zeros({1, 12}, DType::f32, Device::cuda);
+  const Tensor w = Tensor::zeros({1, 8, 12}, DType::f32, Device::cuda);
+  Tensor y = Tensor::zeros({1, 8}, DType::f32, Device::cuda);
+  const std::string f32 = error_of([&] {
+    cuda::grouped_matmul_forward<float>(dev<float>(y), dev<float>(x), dev<float>(w),
+                                        dev<int32_t>(off), 1, 12, 8, 1, stream(), Impl::hopper);
+  });
+  EXPECT_NE(f32.find("impl = hopper, but the hopper grouped GEMM is bf16 only"), std::string::npos) << f32;
+  const Tensor xb = Tensor::zeros({1, 12}, DType::bf16, Device::cuda);
+  const Tensor wb = Tensor::zeros({1, 8, 12}, DType::bf16, Device::cuda);
+  Tensor yb = Tensor::zeros({1, 8}, DType::bf16, Device::cuda);
+  const std::string odd = error_of([&] {
+    cuda::grouped_matmul_forward<bf16>(dev<bf16>(yb), dev<bf16>(xb), dev<bf16>(wb),
+                                       dev<int32_t>(off), 1, 12, 8, 1, stream(), Impl::hopper);
+  });
+  EXPECT_NE(odd.find("impl = hopper, but"), std::string::npos) << odd;
+  if (cuda::grouped_matmul_hopper_unsupported<bf16>(16, 8, {}).empty()) {  // a Hopper GPU: the size
+    EXPECT_NE(odd.find("K = 12 and N_out = 8 must be multiples of 8"), std::string::npos) << odd;
+  }
 }
 
 }  // namespace
