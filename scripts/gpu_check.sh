@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Runs on a GPU machine, from the bundle scripts/device_bundle.sh made: the whole gpu test
-# suite, the README's tiny training run on the GPU and on the CPU, every kernel benchmark, the
-# PyTorch peer (bench/peer/: its equivalence with remoe on the GPU in bf16, then training
-# throughput side by side), then compute-sanitizer memcheck and racecheck over the suite
-# (last: their time is the least predictable, and a command has 10 minutes). Writes into $OUT
+# suite, the README's tiny training run on the GPU (twice: each grouped GEMM) and on the CPU,
+# every kernel benchmark, the PyTorch peer (bench/peer/: its equivalence with remoe on the GPU
+# in bf16, then training throughput side by side), then compute-sanitizer memcheck and
+# racecheck over the suite (last: their time is the least predictable, and a command has 10
+# minutes). Writes into $OUT
 # (default .device/out) eight files, the device tool's limit:
-#   gpu_check.json    device, driver, commit, the suite's counts, the two training runs (final
-#                     validation loss, sparsity, λ, tokens/s), the benchmarks' counts, the
-#                     sanitizers' verdicts
+#   gpu_check.json    device, driver, commit, the suite's counts, the training runs (GPU with
+#                     the dispatched and with the tiled grouped GEMM, CPU: final validation
+#                     loss, sparsity, λ, tokens/s; the two GPU runs' largest loss difference),
+#                     the benchmarks' counts, the sanitizers' verdicts
 #   gpu_tests.json    GoogleTest's report
 #   benchmarks.json   every benchmark program's Google Benchmark report, by program name
 #   bench_table.md    the table for bench/README.md (scripts/bench_table.py)
@@ -60,16 +62,20 @@ if [[ $parts == *" tests "* ]]; then
 fi
 
 # The README's first command on each device (run directories outside $OUT: the device tool
-# returns few files), the GPU's at train.precision auto (bf16), the CPU's in f32.
+# returns few files), the GPU's at train.precision auto (bf16), the CPU's in f32. The GPU runs
+# twice: with the grouped GEMM the dispatch picks (v2 on an H200) and with v1 forced
+# (REMOE_GROUPED_GEMM=tiled), so the two implementations meet inside the whole model too.
 runs=$(mktemp -d)
 if [[ $parts == *" train "* ]]; then
-  for dev in cuda cpu; do
+  for run in cuda cuda_tiled cpu; do
+    dev=${run%_tiled}
+    gemm=auto; [[ $run == cuda_tiled ]] && gemm=tiled
     start=$(date +%s)
-    timeout 300 "$HERE/bin/remoe" train --config "$HERE/../configs/tiny.toml" \
-      --data.path="$HERE/data/tinyshakespeare.txt" --train.device="$dev" \
-      --log.run_dir="$runs/$dev" --log.every=50 > "$runs/$dev.log" 2>&1
-    echo "gpu_check: remoe train on $dev exited $? after $(( $(date +%s) - start )) s"
-    tail -n 4 "$runs/$dev.log"
+    REMOE_GROUPED_GEMM=$gemm timeout 300 "$HERE/bin/remoe" train \
+      --config "$HERE/../configs/tiny.toml" --data.path="$HERE/data/tinyshakespeare.txt" \
+      --train.device="$dev" --log.run_dir="$runs/$run" --log.every=50 > "$runs/$run.log" 2>&1
+    echo "gpu_check: remoe train $run exited $? after $(( $(date +%s) - start )) s"
+    tail -n 4 "$runs/$run.log"
   done
 fi
 
@@ -134,18 +140,24 @@ echo "gpu_check: memcheck $memcheck, racecheck $racecheck"
 python3 - "$OUT" "$commit" "${device:-}" "${driver:-}" "$memcheck" "$racecheck" "$parts" "$runs" <<'PY'
 import json, sys
 out, commit, device, driver, memcheck, racecheck, parts, runs = sys.argv[1:]
-train = {}
-for dev in ("cuda", "cpu") if "train" in parts.split() else ():
+train, losses = {}, {}
+for run in ("cuda", "cuda_tiled", "cpu") if "train" in parts.split() else ():
     try:
-        steps = [json.loads(l) for l in open(f"{runs}/{dev}/metrics.jsonl") if l.strip()]
+        steps = [json.loads(l) for l in open(f"{runs}/{run}/metrics.jsonl") if l.strip()]
         last = steps[-1]
         rates = sorted(s["tokens_per_s"] for s in steps[len(steps) // 4:])
-        train[dev] = {"steps": last["step"], "val_loss": last.get("val_loss"),
+        train[run] = {"steps": last["step"], "val_loss": last.get("val_loss"),
                       "sparsity": last["sparsity"], "lambda": last["lambda"],
                       "median_tokens_per_s": rates[len(rates) // 2]}
+        losses[run] = [s["loss"] for s in steps]
     except (OSError, ValueError, KeyError, IndexError) as e:
-        train[dev] = {"error": f"no readable metrics ({e})"}
-    print(f"gpu_check: train on {dev}: {train[dev]}")
+        train[run] = {"error": f"no readable metrics ({e})"}
+    print(f"gpu_check: train {run}: {train[run]}")
+if "cuda" in losses and "cuda_tiled" in losses:  # same data, same init: bf16 rounding apart
+    pairs = list(zip(losses["cuda"], losses["cuda_tiled"]))
+    train["grouped_gemm_max_loss_diff"] = max((abs(a - b) for a, b in pairs), default=None)
+    print(f"gpu_check: train loss, dispatched vs tiled grouped GEMM, max |diff| over "
+          f"{len(pairs)} steps: {train['grouped_gemm_max_loss_diff']}")
 bench = {"programs": 0, "run": 0, "errors": 0}
 try:
     for report in json.load(open(f"{out}/benchmarks.json")).values():
