@@ -21,6 +21,10 @@ void cuda_free(void*) {}
 void* cuda_stream() { no_cuda("cuda_stream"); }
 size_t cuda_memory_peak() { return 0; }
 void cuda_memory_reset_peak() {}
+void* cuda_event_create() { no_cuda("cuda_event_create"); }
+void cuda_event_record(void*) { no_cuda("cuda_event_record"); }
+double cuda_event_seconds(void*, void*) { no_cuda("cuda_event_seconds"); }
+void cuda_event_destroy(void*) {}
 
 void copy(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes) {
   if (dst_device != Device::cpu || src_device != Device::cpu) no_cuda("copy to or from the GPU");

@@ -24,6 +24,14 @@ void* cuda_stream();  // remoe's cudaStream_t, as void* for code that does not i
 size_t cuda_memory_peak();
 void cuda_memory_reset_peak();
 
+// CUDA events on remoe's stream, for timing spans of GPU work without waiting at each mark:
+// create, record (the point the stream has reached when the GPU gets there), the seconds from
+// one recorded event to a later one (waits for the later), destroy.
+void* cuda_event_create();
+void cuda_event_record(void* event);
+double cuda_event_seconds(void* from, void* to);
+void cuda_event_destroy(void* event);
+
 // Copies bytes between any two devices; returns when the data can be read on the host
 // (device-to-host and host-to-device copies synchronise the stream).
 void copy(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes);

@@ -28,6 +28,7 @@
 #include "model/transformer.h"
 #include "train/checkpoint.h"
 #include "train/data.h"
+#include "train/phase_timer.h"
 #include "train/progress.h"
 #include "train/router_state.h"
 #include "train/schedule.h"
@@ -74,6 +75,11 @@ json to_json(const StepRecord& r) {
   if (!r.dropped_fraction.empty()) j["dropped_fraction"] = r.dropped_fraction;
   if (r.z_loss) j["z_loss"] = *r.z_loss;
   if (r.gpu_memory_peak) j["gpu_memory_peak"] = *r.gpu_memory_peak;
+  if (!r.phase_seconds.empty()) {
+    json phases = json::object();  // milliseconds by phase
+    for (const auto& [phase, seconds] : r.phase_seconds) phases[phase] = seconds * 1e3;
+    j["phase_ms"] = phases;
+  }
   if (!r.router_bias.empty()) j["router_bias"] = r.router_bias;
   if (r.has_val) {
     j["val_loss"] = r.val_loss;
@@ -465,9 +471,11 @@ RunResult run_training(const TrainConfig& config_in, dist::Communicator& comm,
   const StopSignals signals;
   cpu::AdamWHyper hyper{c.lr, c.beta1, c.beta2, c.eps, c.weight_decay};
   const int64_t n_moe_layers = moe ? c.model.n_layers : 0, n_experts = c.model.experts();
+  PhaseTimer phases(device);
   for (int64_t step = start; step < c.steps; ++step) {
     const NvtxRange step_range("step");
     const auto t0 = std::chrono::steady_clock::now();
+    phases.start();
     if (device == Device::cuda) device::cuda_memory_reset_peak();
     StepRecord r;
     r.step = step + 1;
@@ -490,9 +498,11 @@ RunResult run_training(const TrainConfig& config_in, dist::Communicator& comm,
         continue;
       }
       const Batch b = sampler.next(c.batch_size).to(device);
+      phases.mark("data");
       const model::ForwardOutput out = model.forward(b.inputs, c.batch_size, c.seq_len, lambda.lambda);
       const Tensor ce = ops::cross_entropy(out.logits, b.targets);
       const Tensor loss = ops::scale(ops::add(ce, out.aux), 1.0 / double(micro_total));
+      phases.mark("forward");
       {
         const NvtxRange range("backward");
         if (buckets && micro == (rank + 1) * c.grad_accum - 1)  // the step's last backward here
@@ -500,6 +510,7 @@ RunResult run_training(const TrainConfig& config_in, dist::Communicator& comm,
         else
           backward(loss);
       }
+      phases.mark("backward");
       // Read after the micro-batch loop: reading now would make the host wait for this backward
       // before it queues the next forward.
       losses.push_back({ce, out.aux});
@@ -519,6 +530,7 @@ RunResult run_training(const TrainConfig& config_in, dist::Communicator& comm,
     if (buckets) {
       buckets->finish();
       sums = sum_over_ranks(comm, sums);
+      phases.mark("grad_sync");
     }
     r.loss = sums[0];
     r.aux = sums[1];
@@ -568,7 +580,11 @@ RunResult run_training(const TrainConfig& config_in, dist::Communicator& comm,
         else ops::adamw_step(params, optim.m, optim.v, decay, hyper, step + 1);
       }
       for (const Tensor& p : params) p.zero_grad();
+      phases.mark("optimizer");
     }
+    // NOTE: on the GPU this waits for the optimizer; the next step's first batch copy would
+    // wait for it anyway.
+    r.phase_seconds = phases.collect();
     if (r.skipped) {
       ++skips_in_a_row;
     } else {

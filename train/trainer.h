@@ -46,6 +46,8 @@ struct StepRecord {
   double grad_norm = 0;       // before clipping
   double tokens_per_s = 0;
   std::optional<double> gpu_memory_peak;        // GPU runs: the step's peak bytes in use (device.h)
+  std::vector<std::pair<std::string, double>> phase_seconds;  // data, forward, backward,
+                                                // (grad_sync,) optimizer: phase_timer.h
   std::vector<double> layer_sparsity;           // per MoE layer, averaged over micro-batches
   std::vector<std::vector<double>> expert_load; // per MoE layer: share of routed tokens per expert
   std::vector<double> dropped_fraction;         // per MoE layer: pairs dropped by the capacity

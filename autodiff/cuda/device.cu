@@ -83,6 +83,28 @@ void cuda_memory_reset_peak() {
   CUDA_CHECK(cudaMemPoolSetAttribute(default_pool(), cudaMemPoolAttrUsedMemHigh, &zero));
 }
 
+void* cuda_event_create() {
+  REMOE_CHECK(cuda_available(), "cuda_event_create: no CUDA device is visible (cudaGetDeviceCount)");
+  cudaEvent_t e = nullptr;
+  CUDA_CHECK(cudaEventCreate(&e));
+  return e;
+}
+
+void cuda_event_record(void* event) {
+  CUDA_CHECK(cudaEventRecord(static_cast<cudaEvent_t>(event), stream_handle()));
+}
+
+double cuda_event_seconds(void* from, void* to) {
+  CUDA_CHECK(cudaEventSynchronize(static_cast<cudaEvent_t>(to)));
+  float ms = 0;
+  CUDA_CHECK(cudaEventElapsedTime(&ms, static_cast<cudaEvent_t>(from), static_cast<cudaEvent_t>(to)));
+  return double(ms) * 1e-3;
+}
+
+void cuda_event_destroy(void* event) {
+  if (event) cudaEventDestroy(static_cast<cudaEvent_t>(event));  // NOTE: no throw: destructors call it
+}
+
 void copy(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes) {
   if (!bytes) return;
   if (dst_device == Device::cpu && src_device == Device::cpu) {

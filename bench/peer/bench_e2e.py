@@ -17,6 +17,8 @@ shared) and reports, over the steps after `--warmup`:
                  forward and backward (12 · L · d_attn · S halved by the mask)
   peak_memory_bytes   remoe: metrics.jsonl's gpu_memory_peak (its pool's high-water mark); the
                  peer: torch.cuda.max_memory_allocated
+  phase_ms       remoe: the median per phase (data, forward, backward, optimizer) of
+                 metrics.jsonl's phase_ms, timed by CUDA events on its stream (train/phase_timer.h)
 and each implementation's speed relative to the peer's eager and compiled runs. The JSON (--out)
 carries the device, the commit, the resolved config's shape and every number; a markdown table
 goes to stdout. Where a run fails its error is recorded and the others still run.
@@ -54,8 +56,13 @@ def run_remoe(args, overrides, work):
         steps = [json.loads(line) for line in f if line.strip()]
     timed = steps[args.warmup:]
     peaks = [s["gpu_memory_peak"] for s in steps if "gpu_memory_peak" in s]
+    phases = {}
+    for s in timed:
+        for phase, ms in s.get("phase_ms", {}).items():
+            phases.setdefault(phase, []).append(ms)
     return {"tokens_per_s": statistics.median(s["tokens_per_s"] for s in timed),
             "peak_memory_bytes": max(peaks) if peaks else None,
+            "phase_ms": {p: statistics.median(v) for p, v in phases.items()},
             "final_loss": steps[-1]["loss"]}
 
 
@@ -147,17 +154,18 @@ def main(argv=None):
 
 
 def table(report):
-    lines = ["| router | impl | tokens/s | MFU | peak memory | vs eager | vs compile |",
-             "|---|---|---:|---:|---:|---:|---:|"]
+    lines = ["| router | impl | tokens/s | MFU | peak memory | vs eager | vs compile | remoe's step by phase (ms) |",
+             "|---|---|---:|---:|---:|---:|---:|---|"]
     for row in report["runs"]:
         for impl, r in row["results"].items():
             if "error" in r:
-                lines.append(f"| {row['router']} | {impl} | failed: {r['error'].splitlines()[-1][:60]} | | | | |")
+                lines.append(f"| {row['router']} | {impl} | failed: {r['error'].splitlines()[-1][:60]} | | | | | |")
                 continue
             mem = f"{r['peak_memory_bytes'] / 2**30:.1f} GiB" if r.get("peak_memory_bytes") else "–"
             rel = [f"{r[k]:.2f}×" if k in r else "–" for k in ("vs_eager", "vs_compile")]
+            phases = ", ".join(f"{p} {ms:.1f}" for p, ms in r.get("phase_ms", {}).items()) or "–"
             lines.append(f"| {row['router']} | {impl} | {r['tokens_per_s']:,.0f} | {100 * r['mfu']:.1f}% | "
-                         f"{mem} | {rel[0]} | {rel[1]} |")
+                         f"{mem} | {rel[0]} | {rel[1]} | {phases} |")
     return "\n".join(lines)
 
 

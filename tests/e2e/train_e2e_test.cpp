@@ -87,6 +87,21 @@ TEST_P(ShortRun, LearnsAndLogs) {
     EXPECT_EQ(j.at("step").get<int>(), lines);
     EXPECT_TRUE(j.contains("lambda"));
     EXPECT_FALSE(j.contains("gpu_memory_peak")) << "a CPU run";
+    // The step's time by phase (keys in JSON's sorted order), inside the step's wall time.
+    const auto& phases = j.at("phase_ms");
+    std::vector<std::string> names;
+    double phase_ms = 0;
+    for (const auto& [name, ms] : phases.items()) {
+      names.push_back(name);
+      EXPECT_GE(ms.get<double>(), 0.0) << name;
+      phase_ms += ms.get<double>();
+    }
+    EXPECT_EQ(names, (std::vector<std::string>{"backward", "data", "forward", "optimizer"}));
+    EXPECT_GT(phases.at("forward").get<double>(), 0.0);
+    EXPECT_GT(phases.at("backward").get<double>(), 0.0);
+    const double step_ms = 1e3 * double(c.batch_size * c.seq_len * c.grad_accum) /
+                           j.at("tokens_per_s").get<double>();
+    EXPECT_LE(phase_ms, step_ms * 1.001) << "the phases are parts of the step";
     if (ffn == model::FfnKind::moe) {
       ASSERT_EQ(j.at("layer_sparsity").size(), 2u);
       ASSERT_EQ(j.at("expert_load").size(), 2u);

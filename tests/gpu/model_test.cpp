@@ -156,6 +156,9 @@ TEST(GpuTraining, LambdaTrajectoryOverFiftyStepsEqualsTheCpus) {
     ASSERT_TRUE(gpu[s].gpu_memory_peak) << "step " << s + 1;
     // At least the f32 weights and both AdamW moments are held throughout a step.
     EXPECT_GE(*gpu[s].gpu_memory_peak, 3.0 * 4.0 * n_params) << "step " << s + 1;
+    // CUDA events time the GPU's phases: every one took some of the GPU's time.
+    ASSERT_EQ(gpu[s].phase_seconds.size(), 4u) << "step " << s + 1;
+    for (const auto& [phase, seconds] : gpu[s].phase_seconds) EXPECT_GT(seconds, 0.0) << phase;
   }
 }
 

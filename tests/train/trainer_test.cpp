@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <csignal>
 #include <filesystem>
@@ -21,6 +22,7 @@
 #include "tests/test_util.h"
 #include "tests/train/sandbox.h"
 #include "train/checkpoint.h"
+#include "train/phase_timer.h"
 #include "train/schedule.h"
 
 namespace remoe::train {
@@ -70,6 +72,35 @@ struct Poison {
 
 // train.precision = "bf16" on the CPU: the GEMMs' roundings emulated (model/precision.h). The
 // run learns as the f32 one does and ends near it, but not bit for bit on it.
+// Spans add up per phase, phases come back in the order they first ran, and a new step
+// starts from nothing.
+TEST(PhaseTimer, SumsSpansByPhaseInTheOrderTheyRan) {
+  train::PhaseTimer timer(Device::cpu);
+  const auto busy = [](double ms) {
+    const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double, std::milli>(ms);
+    while (std::chrono::steady_clock::now() < until) {
+    }
+  };
+  const auto t0 = std::chrono::steady_clock::now();
+  timer.start();
+  busy(3);
+  timer.mark("forward");
+  busy(1);
+  timer.mark("backward");
+  busy(2);
+  timer.mark("forward");
+  const auto got = timer.collect();
+  const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[0].first, "forward");
+  EXPECT_EQ(got[1].first, "backward");
+  EXPECT_GE(got[0].second, 5e-3);
+  EXPECT_GE(got[1].second, 1e-3);
+  EXPECT_LE(got[0].second + got[1].second, wall);
+  timer.start();
+  EXPECT_TRUE(timer.collect().empty());
+}
+
 TEST(Precision, Bf16RunOnTheCpuTracksTheF32Run) {
   Sandbox box;
   TrainConfig c = box.config();
