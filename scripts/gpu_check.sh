@@ -4,8 +4,7 @@
 # every kernel benchmark, the PyTorch peer (bench/peer/: its equivalence with remoe on the GPU
 # in bf16, then training throughput side by side), then compute-sanitizer memcheck and
 # racecheck over the suite (last: their time is the least predictable, and a command has 10
-# minutes). Writes into $OUT
-# (default .device/out) eight files, the device tool's limit:
+# minutes). Writes into $OUT (default .device/out) eight files, the device tool's limit:
 #   gpu_check.json    device, driver, commit, the suite's counts, the training runs (GPU with
 #                     the dispatched and with the tiled grouped GEMM, CPU: final validation
 #                     loss, sparsity, λ, tokens/s; the two GPU runs' largest loss difference),

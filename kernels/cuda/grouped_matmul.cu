@@ -375,11 +375,6 @@ bool use_hopper(const char* op, GroupedMatmulImpl impl, int64_t k_in, int64_t n_
   return why.empty();
 }
 
-bf16* as_bf16(bf16* p) { return p; }
-template <typename T> bf16* as_bf16(T*) { return nullptr; }  // never called: hopper is bf16 only
-const bf16* as_bf16(const bf16* p) { return p; }
-template <typename T> const bf16* as_bf16(const T*) { return nullptr; }
-
 }  // namespace
 
 template <typename T>
@@ -395,9 +390,10 @@ void grouped_matmul_forward(T* y, const T* x, const T* w, const int32_t* offsets
   NvtxRange range("grouped_matmul_forward");
   check_sizes("grouped_matmul_forward", n_groups, k_in, n_out, max_rows);
   if (n_groups == 0 || max_rows == 0 || n_out == 0) return;  // no output element
-  if (k_in > 0 && use_hopper<T>("grouped_matmul_forward", impl, k_in, n_out, {y, x, w}))
-    return sm90_grouped_forward(as_bf16(y), as_bf16(x), as_bf16(w), offsets, n_groups, k_in,
-                                n_out, max_rows, stream);
+  // (use_hopper is false, or an error when hopper was asked for, for anything but bf16.)
+  const bool hopper = k_in > 0 && use_hopper<T>("grouped_matmul_forward", impl, k_in, n_out, {y, x, w});
+  if constexpr (std::is_same_v<T, bf16>)
+    if (hopper) return sm90_grouped_forward(y, x, w, offsets, n_groups, k_in, n_out, max_rows, stream);
   forward(y, x, w, offsets, n_groups, k_in, n_out, max_rows, stream);
 }
 
@@ -412,11 +408,14 @@ void grouped_matmul_backward(T* dx, T* dw, const T* dy, const T* x, const T* w,
   // An empty reduction (N_out = 0 for dx, no rows for dw) is v1's: it writes the zeros.
   const bool hopper = n_out > 0 && max_rows > 0 &&
                       use_hopper<T>("grouped_matmul_backward", impl, k_in, n_out, {dx, dw, dy, x, w});
-  if (!hopper) return backward(dx, dw, dy, x, w, offsets, n_groups, k_in, n_out, max_rows, stream);
-  if (dx) sm90_grouped_dx(as_bf16(dx), as_bf16(dy), as_bf16(w), offsets, n_groups, k_in, n_out,
-                          max_rows, stream);
-  if (dw) sm90_grouped_dw(as_bf16(dw), as_bf16(dy), as_bf16(x), offsets, n_groups, k_in, n_out,
-                          max_rows, stream);
+  if constexpr (std::is_same_v<T, bf16>) {
+    if (hopper) {
+      if (dx) sm90_grouped_dx(dx, dy, w, offsets, n_groups, k_in, n_out, max_rows, stream);
+      if (dw) sm90_grouped_dw(dw, dy, x, offsets, n_groups, k_in, n_out, max_rows, stream);
+      return;
+    }
+  }
+  backward(dx, dw, dy, x, w, offsets, n_groups, k_in, n_out, max_rows, stream);
 }
 
 #define REMOE_INSTANTIATE(T)                                                                     \

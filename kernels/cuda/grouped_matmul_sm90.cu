@@ -55,7 +55,8 @@ template <Kind kKind> constexpr Major kMajorB = kKind == Kind::forward ? Major::
 struct Tile {
   int32_t group;      // expert
   int32_t row0;       // forward, dx: first row of x / dy;  dw: first row of the group (g0)
-  int32_t m0, n0;     // output tile origin (dw: m over N_out; forward/dx: m is row0, n over cols)
+  int32_t m0;         // dw: the tile's first row of dw[e] (over N_out); forward, dx: unused
+  int32_t n0;         // the tile's first output column
   int32_t rows_valid;  // output rows inside the tile
   int32_t cols_valid;  // output columns inside the tile
   int32_t k_iters;     // reduction steps of kBK
@@ -102,7 +103,6 @@ __device__ __forceinline__ Tile resolve(const Params& p, const int32_t* offsets,
     const RowTile r = locate_row_tile(offsets, prefix, p.n_groups, index / col_tiles);
     t.group = r.group;
     t.row0 = r.row0;
-    t.m0 = r.row0;
     t.n0 = (index % col_tiles) * kBN;
     t.rows_valid = r.rows;
     t.cols_valid = min(kBN, out_cols<kKind>(p) - t.n0);
