@@ -60,9 +60,13 @@ TEST_P(GpuModel, LossAndEveryGradientMatchTheCpu) {
     out = m.forward(in, batch, seq, /*lambda=*/1e-2);
     return ops::add(ops::cross_entropy(out.logits, tgt), out.aux);
   };
+  // Each device's forward and backward in turn: a backward pass takes the whole (per-thread)
+  // tape, the other device's nodes too.
   model::ForwardOutput cpu_out, gpu_out;
   const Tensor cpu_loss = loss_of(cpu_model, ids, targets, cpu_out);
+  backward(cpu_loss);
   const Tensor gpu_loss = loss_of(gpu_model, ids.to(Device::cuda), targets.to(Device::cuda), gpu_out);
+  backward(gpu_loss);
   EXPECT_NEAR(gpu_loss.item(), cpu_loss.item(), 1e-4 * std::abs(cpu_loss.item()));
   EXPECT_NEAR(gpu_out.aux.item(), cpu_out.aux.item(), 1e-6 + 1e-4 * std::abs(cpu_out.aux.item()));
   ASSERT_EQ(gpu_out.layers.size(), cpu_out.layers.size());
@@ -71,8 +75,6 @@ TEST_P(GpuModel, LossAndEveryGradientMatchTheCpu) {
     EXPECT_EQ(gpu_out.layers[l].sparsity, cpu_out.layers[l].sparsity) << "layer " << l;
   }
 
-  backward(cpu_loss);
-  backward(gpu_loss);
   const auto& cp = cpu_model.parameters();
   const auto& gp = gpu_model.parameters();
   ASSERT_EQ(gp.size(), cp.size());
@@ -116,13 +118,14 @@ TEST(GpuModelBf16, LossAndGradientsMatchTheCpuEmulation) {
   for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = int32_t((i * 97 + 5) % 256);
   const Tensor ids = Tensor::from_vector<int32_t>({batch * seq}, {tokens.begin(), tokens.end() - 1});
   const Tensor targets = Tensor::from_vector<int32_t>({batch * seq}, {tokens.begin() + 1, tokens.end()});
+  // Each device's forward and backward in turn (one tape per thread, taken whole).
   const model::ForwardOutput c = cpu_model.forward(ids, batch, seq, 1e-2);
-  const model::ForwardOutput g = gpu_model.forward(ids.to(Device::cuda), batch, seq, 1e-2);
   const Tensor cpu_loss = ops::add(ops::cross_entropy(c.logits, targets), c.aux);
-  const Tensor gpu_loss = ops::add(ops::cross_entropy(g.logits, targets.to(Device::cuda)), g.aux);
-  EXPECT_NEAR(gpu_loss.item(), cpu_loss.item(), 1e-2 * std::abs(cpu_loss.item()));
   backward(cpu_loss);
+  const model::ForwardOutput g = gpu_model.forward(ids.to(Device::cuda), batch, seq, 1e-2);
+  const Tensor gpu_loss = ops::add(ops::cross_entropy(g.logits, targets.to(Device::cuda)), g.aux);
   backward(gpu_loss);
+  EXPECT_NEAR(gpu_loss.item(), cpu_loss.item(), 1e-2 * std::abs(cpu_loss.item()));
   const auto& cp = cpu_model.parameters();
   const auto& gp = gpu_model.parameters();
   for (size_t i = 0; i < cp.size(); ++i) {

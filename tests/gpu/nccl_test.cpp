@@ -136,10 +136,15 @@ TEST_P(GpuNccl, BarrierReturnsAndErrorsNameTheCollective) {
   EXPECT_THAT(error_of([&] { nccl().broadcast(on_cpu.to(Device::cuda), 1); }),
               HasSubstr("root 1 is not a rank of this group of 1"));
   EXPECT_THAT(error_of([&] {
-                nccl().all_to_all(Tensor::zeros({2}, DType::f32, Device::cuda), {2},
+                nccl().all_to_all(Tensor::zeros({2}, DType::f32, Device::cuda), {3},
                                   Tensor::zeros({3}, DType::f32, Device::cuda), {3});
               }),
               HasSubstr("out (2) has 2 rows but recv_counts add up to 3"));
+  EXPECT_THAT(error_of([&] {
+                nccl().all_to_all(Tensor::zeros({2}, DType::f32, Device::cuda), {2},
+                                  Tensor::zeros({3}, DType::f32, Device::cuda), {3});
+              }),
+              HasSubstr("rank 0 sends 3 rows to itself but expects 2"));
 }
 
 INSTANTIATE_TEST_SUITE_P(Reductions, GpuNccl, ::testing::Values(true, false),

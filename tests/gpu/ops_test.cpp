@@ -32,17 +32,21 @@ void expect_gpu_matches_cpu(const OpFn& f, const std::vector<Tensor>& cpu_in, do
                             double rtol = kGpuF32Rtol) {
   std::vector<Tensor> gpu_in;
   for (const Tensor& t : cpu_in) {
+    t.zero_grad();  // a leaf shared by several checks would sum their gradients
     Tensor g = t.to(Device::cuda);
     if (t.requires_grad()) g.set_requires_grad(true);
     gpu_in.push_back(g);
   }
-  const Tensor y_cpu = f(cpu_in), y_gpu = f(gpu_in);
+  // One device's forward and backward, then the other's: the tape is one per thread, and a
+  // backward pass takes all of it (the CPU's would take the GPU's nodes too).
+  const Tensor y_cpu = f(cpu_in);
+  Rng rng(7);
+  const Tensor seed = randn(y_cpu.shape(), y_cpu.dtype(), rng);
+  if (y_cpu.requires_grad()) backward(y_cpu, seed);
+  const Tensor y_gpu = f(gpu_in);
   ASSERT_EQ(y_gpu.device(), Device::cuda);
   EXPECT_TRUE(all_close(y_gpu.to(Device::cpu), y_cpu, atol, rtol)) << "output";
   if (!y_cpu.requires_grad()) return;
-  Rng rng(7);
-  const Tensor seed = randn(y_cpu.shape(), y_cpu.dtype(), rng);
-  backward(y_cpu, seed);
   backward(y_gpu, seed.to(Device::cuda));
   for (size_t i = 0; i < cpu_in.size(); ++i) {
     if (!cpu_in[i].requires_grad()) continue;

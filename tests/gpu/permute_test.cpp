@@ -78,9 +78,12 @@ void check_gather(const PermuteCase& c, int64_t dim, cudaStream_t stream) {
     x32 = to_f32(to_bf16(x32));
     dout32 = to_f32(to_bf16(dout32));
   }
-  std::vector<float> out_want(size_t(n * dim)), dx_want(size_t(c.T * dim));
-  cpu::gather_rows_forward<float>(out_want.data(), x32.data(), idx.token_index.data(), n, dim);
-  cpu::gather_rows_backward<float>(dx_want.data(), dout32.data(), idx.row_of.data(), c.T, c.E, dim);
+  // The reference sums in f64 for f64 (the kernel's own type), in f32 otherwise.
+  using R = std::conditional_t<std::is_same_v<T, double>, double, float>;
+  const std::vector<R> xr(x32.begin(), x32.end()), doutr(dout32.begin(), dout32.end());
+  std::vector<R> out_want(size_t(n * dim)), dx_want(size_t(c.T * dim));
+  cpu::gather_rows_forward<R>(out_want.data(), xr.data(), idx.token_index.data(), n, dim);
+  cpu::gather_rows_backward<R>(dx_want.data(), doutr.data(), idx.row_of.data(), c.T, c.E, dim);
 
   std::vector<T> x(x32.size()), dout(dout32.size());
   for (size_t i = 0; i < x.size(); ++i) {
