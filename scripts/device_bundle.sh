@@ -19,10 +19,12 @@ for b in "$BUILD"/bench/*_bench; do [ -x "$b" ] && cp "$b" .device/bin/; done
 # Debug info is most of their size and the carried folder is bounded: strip it (the CUDA
 # fatbins stay). Where a crash needs symbols, carry the unstripped binary alone.
 strip --strip-debug .device/bin/*
-# Libraries outside glibc, libstdc++ and CUDA's own (NCCL and cuBLAS come from the device's
-# Python environment: gpu_check.sh finds them there).
+# Every library outside glibc, the compiler's runtime and CUDA's own (toml++, Google Benchmark,
+# OpenMP's runtime...; NCCL and cuBLAS come from the device's Python environment: gpu_check.sh
+# finds them there). A list of what to take would miss the next library a binary links.
 for bin in .device/bin/*; do
-  ldd "$bin" | awk '/=> \//{print $3}' | grep -E 'libbenchmark|libgomp' || true
+  ldd "$bin" | awk '/=> \//{print $3}' |
+    grep -vE '/(libc|libm|libpthread|librt|libdl|libgcc_s|libstdc\+\+|libnccl|libcuda|libcudart|libcublas[A-Za-z]*)\.so' || true
 done | sort -u | while read -r lib; do cp -L "$lib" .device/lib/; done
 cp scripts/gpu_check.sh scripts/bench_table.py .device/
 [ -f ../shared/data/tinyshakespeare.txt ] && cp ../shared/data/tinyshakespeare.txt .device/data/

@@ -15,7 +15,8 @@
 #   peer.json         check_equivalence.py's reports (ReMoE and TopK) and bench_e2e.py's
 #   memcheck.txt, racecheck.txt, log.txt   the sanitizers' output; everything printed
 # and ends with `N passed, N failed`. Copy the JSON files into bench/results/ and commit them.
-# GPU_CHECK_PARTS (default "tests train bench peer sanitizers") runs only the parts it names,
+# GPU_CHECK_PARTS (default "tests train bench peer sanitizers"; peer = equivalence throughput)
+# runs only the parts it names,
 # e.g. to split a run over several commands (all of it takes longer than one command's 10
 # minutes). The peer needs a python3 with torch (≥ 2.5) and safetensors, as these machines have.
 set -uo pipefail
@@ -36,6 +37,8 @@ echo "gpu_check: commit $commit on ${device:-no GPU} (driver ${driver:-none})"
 # The benchmarks put both into their JSON context.
 export REMOE_COMMIT="$commit" REMOE_DRIVER="${driver:-unknown}"
 parts=" ${GPU_CHECK_PARTS:-tests train bench peer sanitizers} "
+# "peer" is its two halves, which also run alone: "equivalence" and "throughput".
+[[ $parts == *" peer "* ]] && parts="$parts equivalence throughput "
 
 # merge_json DIR FILE: every DIR/<name>.json into one object {name: its JSON} in FILE (the
 # device tool returns at most 8 files); an unreadable one becomes {"error": ...}.
@@ -56,8 +59,11 @@ PY
 
 suite_rc=0
 if [[ $parts == *" tests "* ]]; then
-  "$HERE/bin/gpu_tests" --gtest_output="json:$OUT/gpu_tests.json"
+  # Bounded: a kernel that deadlocks (an mbarrier wait that never completes) would otherwise
+  # take the whole command's 10 minutes and every result after it.
+  timeout "${GPU_TESTS_TIMEOUT:-420}" "$HERE/bin/gpu_tests" --gtest_output="json:$OUT/gpu_tests.json"
   suite_rc=$?
+  [ $suite_rc -eq 124 ] && echo "gpu_check: gpu_tests stopped after ${GPU_TESTS_TIMEOUT:-420} s (a hang?)"
 fi
 
 # The README's first command on each device (run directories outside $OUT: the device tool
@@ -107,27 +113,35 @@ rm -rf "$bench_dir"
 
 # The peer: equivalence on the tiny config (40 steps, ReMoE then TopK), then throughput on the
 # small one (d 512, 8 layers, 32K tokens a step) for remoe, eager and compiled PyTorch.
-if [[ $parts == *" peer "* ]]; then
+if [[ $parts == *" equivalence "* || $parts == *" throughput "* ]]; then
   peer_dir=$(mktemp -d)
   data="$HERE/data/tinyshakespeare.txt"
   for router in relu topk; do
+    [[ $parts == *" equivalence "* ]] || break
     timeout 240 python3 "$ROOT/bench/peer/check_equivalence.py" --remoe "$HERE/bin/remoe" \
       --config "$ROOT/configs/tiny.toml" --set "data.path=$data" --set "model.router=$router" \
       --device cuda --steps 40 --out "$peer_dir/equivalence_$router.json" > /dev/null
     echo "gpu_check: peer equivalence ($router) exited $?"
   done
-  timeout 420 python3 "$ROOT/bench/peer/bench_e2e.py" --remoe "$HERE/bin/remoe" \
-    --config "$ROOT/configs/small.toml" --set "data.path=$data" --steps 30 --warmup 10 \
-    --out "$peer_dir/e2e.json"
-  echo "gpu_check: peer throughput exited $?"
+  if [[ $parts == *" throughput "* ]]; then
+    timeout 420 python3 "$ROOT/bench/peer/bench_e2e.py" --remoe "$HERE/bin/remoe" \
+      --config "$ROOT/configs/small.toml" --set "data.path=$data" --steps 30 --warmup 10 \
+      --out "$peer_dir/e2e.json"
+    echo "gpu_check: peer throughput exited $?"
+  fi
   merge_json "$peer_dir" "$OUT/peer.json"
   rm -rf "$peer_dir"
 fi
 
 sanitize() {  # tool → "clean" or "errors" (details in the log)
   if ! command -v compute-sanitizer > /dev/null; then echo "not run (no compute-sanitizer)"; return; fi
-  compute-sanitizer --tool "$1" --error-exitcode 99 "$HERE/bin/gpu_tests" --gtest_brief=1 > "$OUT/$1.txt" 2>&1
-  case $? in 0) echo clean ;; 99) echo errors ;; *) echo "test failures (see $1.txt)" ;; esac
+  timeout "${SANITIZER_TIMEOUT:-270}" compute-sanitizer --tool "$1" --error-exitcode 99 \
+    "$HERE/bin/gpu_tests" --gtest_brief=1 ${SANITIZER_FILTER:+--gtest_filter="$SANITIZER_FILTER"} > "$OUT/$1.txt" 2>&1
+  case $? in
+    0) echo clean ;; 99) echo errors ;;
+    124) echo "stopped after ${SANITIZER_TIMEOUT:-270} s (see $1.txt)" ;;
+    *) echo "test failures (see $1.txt)" ;;
+  esac
 }
 memcheck="not run" racecheck="not run"
 if [[ $parts == *" sanitizers "* ]]; then
@@ -181,7 +195,7 @@ if "tests" in parts.split():
         failed += 1
         print(f"gpu_check: no readable GoogleTest report ({e})")
 peer = {}
-if "peer" in parts.split():
+if "equivalence" in parts.split() or "throughput" in parts.split():
     try:
         for name, report in json.load(open(f"{out}/peer.json")).items():
             peer[name] = report.get("ok", "error" not in json.dumps(report)) if name.startswith("equivalence") \
