@@ -133,9 +133,12 @@ if [[ $parts == *" equivalence "* || $parts == *" throughput "* ]]; then
   rm -rf "$peer_dir"
 fi
 
+# --report-api-errors no: NCCL probes for kernel images its library lacks (cudaFuncGetAttributes
+# → error 209, 32 of them on the first H200 run), which the sanitizer would count as errors;
+# remoe's own CUDA calls are all checked (CUDA_CHECK), so a failing one fails its test anyway.
 sanitize() {  # tool → "clean" or "errors" (details in the log)
   if ! command -v compute-sanitizer > /dev/null; then echo "not run (no compute-sanitizer)"; return; fi
-  timeout "${SANITIZER_TIMEOUT:-270}" compute-sanitizer --tool "$1" --error-exitcode 99 \
+  timeout "${SANITIZER_TIMEOUT:-270}" compute-sanitizer --tool "$1" --report-api-errors no --error-exitcode 99 \
     "$HERE/bin/gpu_tests" --gtest_brief=1 ${SANITIZER_FILTER:+--gtest_filter="$SANITIZER_FILTER"} > "$OUT/$1.txt" 2>&1
   case $? in
     0) echo clean ;; 99) echo errors ;;
