@@ -25,7 +25,10 @@ void matmul_backward(T* da, T* db, const T* dc, const T* a, const T* b, int64_t 
 // CUDA launchers (kernels/cuda/matmul.cu). Same layouts and transposes as the CPU.
 //   f32 operands: a tiled CUDA-core kernel, each output summed over k in order (a tight twin of
 //   the CPU reference for tests);
-//   bf16 operands: tensor cores (WMMA 16×16×16) with f32 accumulation; C in bf16 or f32.
+//   bf16 operands: tensor cores (WMMA 16×16×16) with f32 accumulation; C in bf16 or f32 —
+//   except x·wᵀ with C in bf16 on a Hopper GPU (trans_a = false, trans_b = true; K and N
+//   multiples of 8, 16-byte aligned buffers): forward and backward run on the grouped GEMM's
+//   sm_90a kernels as one group (kernels/grouped_matmul.h; REMOE_GROUPED_GEMM=tiled opts out).
 // Tails (M, N, K not multiples of the tile) are zero-filled in shared memory; K = 0 gives C = 0.
 namespace remoe::cuda {
 

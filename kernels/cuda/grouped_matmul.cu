@@ -347,10 +347,26 @@ std::string hopper_unsupported(int64_t k_in, int64_t n_out, std::initializer_lis
   return "";
 }
 
+
+
+// True: run v2. Asking for hopper where it does not apply is an error naming the reason.
+template <typename T>
+bool use_hopper(const char* op, GroupedMatmulImpl impl, int64_t k_in, int64_t n_out,
+                std::initializer_list<const void*> buffers) {
+  if (impl == GroupedMatmulImpl::automatic) impl = grouped_matmul_impl_from_env();
+  if (impl == GroupedMatmulImpl::tiled) return false;
+  const std::string why = hopper_unsupported<T>(k_in, n_out, buffers);
+  REMOE_CHECK(why.empty() || impl == GroupedMatmulImpl::automatic, op,
+              ": impl = hopper, but ", why);
+  return why.empty();
+}
+
+}  // namespace
+
 // REMOE_GROUPED_GEMM=auto|tiled|hopper overrides `automatic` for a whole run (to compare the
 // two inside the trainer, or to keep training on v1 while v2 is under suspicion); unset or
 // empty is auto.
-GroupedMatmulImpl impl_from_env() {
+GroupedMatmulImpl grouped_matmul_impl_from_env() {
   static const GroupedMatmulImpl impl = [] {
     const char* v = std::getenv("REMOE_GROUPED_GEMM");
     const std::string value = v ? v : "";
@@ -362,20 +378,6 @@ GroupedMatmulImpl impl_from_env() {
   }();
   return impl;
 }
-
-// True: run v2. Asking for hopper where it does not apply is an error naming the reason.
-template <typename T>
-bool use_hopper(const char* op, GroupedMatmulImpl impl, int64_t k_in, int64_t n_out,
-                std::initializer_list<const void*> buffers) {
-  if (impl == GroupedMatmulImpl::automatic) impl = impl_from_env();
-  if (impl == GroupedMatmulImpl::tiled) return false;
-  const std::string why = hopper_unsupported<T>(k_in, n_out, buffers);
-  REMOE_CHECK(why.empty() || impl == GroupedMatmulImpl::automatic, op,
-              ": impl = hopper, but ", why);
-  return why.empty();
-}
-
-}  // namespace
 
 template <typename T>
 std::string grouped_matmul_hopper_unsupported(int64_t k_in, int64_t n_out,

@@ -182,7 +182,9 @@ __global__ void __launch_bounds__(kThreads, 1)
   int32_t* s_prefix = s_offsets + kMaxGroups + 1;
 
   const int tid = int(threadIdx.x), warpgroup = tid / 128, thread = tid % 128;
-  for (int g = tid; g <= p.n_groups; g += kThreads) s_offsets[g] = p.offsets[g];
+  // Null offsets: one group of max_rows rows (a dense GEMM, kernels/cuda/matmul.cu).
+  for (int g = tid; g <= p.n_groups; g += kThreads)
+    s_offsets[g] = p.offsets ? p.offsets[g] : (g == 0 ? 0 : p.max_rows);
   if (tid == 0) {
     for (int s = 0; s < kStages; ++s) {
       ptx::mbarrier_init(&full[s], 1);

@@ -1,6 +1,7 @@
 // The Hopper grouped GEMM's launchers (kernels/cuda/grouped_matmul_sm90.cu), called by the
 // dispatch in kernels/cuda/grouped_matmul.cu once grouped_matmul_hopper_unsupported said "".
-// Contracts as kernels/grouped_matmul.h; bf16 only.
+// Contracts as kernels/grouped_matmul.h; bf16 only. offsets may be null with n_groups = 1: one
+// group of max_rows rows, a dense x·wᵀ (kernels/cuda/matmul.cu runs its linear layers so).
 #pragma once
 
 #include <cuda_runtime.h>

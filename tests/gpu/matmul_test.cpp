@@ -76,7 +76,11 @@ TEST_P(GpuMatmul, Bf16TensorCoresBf16OutMatchesCpu) {
 INSTANTIATE_TEST_SUITE_P(Shapes, GpuMatmul,
                          ::testing::Combine(::testing::Values(MmShape{1, 1, 1}, MmShape{64, 64, 64},
                                                               MmShape{17, 33, 9}, MmShape{65, 127, 300},
-                                                              MmShape{1, 96, 200}, MmShape{130, 70, 1000}),
+                                                              MmShape{1, 96, 200}, MmShape{130, 70, 1000},
+                                                              // x·wᵀ on the Hopper kernels: tails in M, N and K
+                                                              MmShape{300, 136, 264},
+                                                              // few output tiles over a long k: f32 split-K
+                                                              MmShape{8, 20, 9000}),
                                             ::testing::Bool(), ::testing::Bool()));
 
 TEST_F(GpuTest, MatmulEmptyKGivesZeros) {
