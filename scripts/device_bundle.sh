@@ -28,6 +28,12 @@ for bin in .device/bin/*; do
 done | sort -u | while read -r lib; do cp -L "$lib" .device/lib/; done
 cp scripts/gpu_check.sh scripts/bench_table.py .device/
 [ -f ../shared/data/tinyshakespeare.txt ] && cp ../shared/data/tinyshakespeare.txt .device/data/
-git rev-parse HEAD > .device/commit 2>/dev/null || echo unknown > .device/commit
-git diff --quiet 2>/dev/null || echo "device_bundle: note: the working tree has uncommitted changes" >&2
+# A tree with uncommitted changes is recorded as HEAD-dirty: the results must not name a commit
+# that did not hold the code they measured.
+commit=$(git rev-parse HEAD 2>/dev/null || echo unknown)
+if ! git diff --quiet HEAD 2>/dev/null; then
+  commit="$commit-dirty"
+  echo "device_bundle: note: the working tree has uncommitted changes (commit recorded as $commit)" >&2
+fi
+echo "$commit" > .device/commit
 du -sh .device | awk '{print "device_bundle: .device is " $1 " (the device tool carries 64 MiB at most)"}'
