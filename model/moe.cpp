@@ -10,8 +10,7 @@ namespace {
 // W2 · (silu(W1 x) ⊙ W3 x) → (N, d).
 Tensor expert_ffn(const Tensor& xs, const MoeWeights& w, const ops::Permutation& perm,
                   Precision p) {
-  const Tensor h = ops::swiglu(grouped_linear(xs, w.w1, perm, p), grouped_linear(xs, w.w3, perm, p));
-  return grouped_linear(h, w.w2, perm, p);
+  return grouped_swiglu_ffn(xs, w.w1, w.w3, w.w2, perm, p);
 }
 
 // The same on the experts of every rank: xs (N, d) in the local expert-major order of all E

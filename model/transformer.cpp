@@ -118,8 +118,7 @@ ForwardOutput Transformer::forward(const Tensor& ids, int64_t batch, int64_t seq
     const Tensor h = ops::rmsnorm(x, l.ffn_norm, c.norm_eps);
     if (c.ffn == FfnKind::dense) {
       const NvtxRange ffn_range("ffn");
-      const Precision p = precision_;
-      x = ops::add(x, linear(ops::swiglu(linear(h, l.w1, p), linear(h, l.w3, p)), l.w2, p));
+      x = ops::add(x, swiglu_ffn(h, l.w1, l.w3, l.w2, precision_));
     } else {
       const RouteContext context{ids, i < router_state_.bias.size() ? router_state_.bias[i] : Tensor(),
                                  router_state_.step};

@@ -16,7 +16,7 @@
 #   memcheck.txt, racecheck.txt, log.txt   the sanitizers' output; everything printed
 # and ends with `N passed, N failed`. Copy the JSON files into bench/results/ and commit them.
 # GPU_CHECK_PARTS (default "tests train bench peer sanitizers"; peer = equivalence throughput)
-# runs only the parts it names,
+# runs only the parts it names (PEER_IMPLS, default remoe,eager,compile, narrows throughput),
 # e.g. to split a run over several commands (all of it takes longer than one command's 10
 # minutes). The peer needs a python3 with torch (≥ 2.5) and safetensors, as these machines have.
 set -uo pipefail
@@ -126,7 +126,7 @@ if [[ $parts == *" equivalence "* || $parts == *" throughput "* ]]; then
   if [[ $parts == *" throughput "* ]]; then
     timeout 420 python3 "$ROOT/bench/peer/bench_e2e.py" --remoe "$HERE/bin/remoe" \
       --config "$ROOT/configs/small.toml" --set "data.path=$data" --steps 30 --warmup 10 \
-      --out "$peer_dir/e2e.json"
+      --impls "${PEER_IMPLS:-remoe,eager,compile}" --out "$peer_dir/e2e.json"
     echo "gpu_check: peer throughput exited $?"
   fi
   merge_json "$peer_dir" "$OUT/peer.json"
