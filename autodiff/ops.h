@@ -35,6 +35,8 @@ Tensor rmsnorm(const Tensor& x, const Tensor& w, double eps);
 // x (B, S, H, Dh), Dh even → same shape, rotated by position in the sequence. (rope.cpp)
 Tensor rope(const Tensor& x, double base);
 // q (B, S, Hq, Dh), k and v (B, S, Hkv, Dh), Hq % Hkv == 0 → (B, S, Hq, Dh), causal. (attention.cpp)
+// f32 or f64 on the CPU; f32 or bf16 on the GPU (bf16: tensor cores for Dh 64, 96 or 128, else
+// the f32 kernels on the inputs' values with the output rounded to bf16).
 Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v);
 // a, b same shape → silu(a) ⊙ b. (swiglu.cpp)
 Tensor swiglu(const Tensor& a, const Tensor& b);

@@ -13,6 +13,7 @@
 
 #include <cstdint>
 
+#include "kernels/bf16.h"
 #include "kernels/stream.h"
 
 namespace remoe::cpu {
@@ -41,6 +42,21 @@ void attention_forward(float* out, float* lse, const float* q, const float* k, c
 
 void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q,
                         const float* k, const float* v, const float* out, const float* lse,
+                        int64_t batch, int64_t seq, int64_t q_heads, int64_t kv_heads,
+                        int64_t head_dim, cudaStream_t stream);
+
+// bf16 (kernels/cuda/attention_bf16.cu): the same contracts on tensor cores (mma.sync m16n8k16,
+// f32 accumulation; FlashAttention-2's blocking, 64 rows a block), head_dim 64, 96 or 128
+// (attention_bf16_supported), 16-byte aligned buffers. lse stays f32. The softmax runs in
+// f32; P and dS are rounded to bf16 for the products that take them, and the outputs once.
+bool attention_bf16_supported(int64_t head_dim);
+
+void attention_forward(bf16* out, float* lse, const bf16* q, const bf16* k, const bf16* v,
+                       int64_t batch, int64_t seq, int64_t q_heads, int64_t kv_heads,
+                       int64_t head_dim, cudaStream_t stream);
+
+void attention_backward(bf16* dq, bf16* dk, bf16* dv, const bf16* dout, const bf16* q,
+                        const bf16* k, const bf16* v, const bf16* out, const float* lse,
                         int64_t batch, int64_t seq, int64_t q_heads, int64_t kv_heads,
                         int64_t head_dim, cudaStream_t stream);
 

@@ -40,6 +40,11 @@ Tensor linear(const Tensor& x, const Tensor& w, Precision p) {
   return from_bf16_result(ops::linear(to_bf16_operand(x), to_bf16_operand(w)));
 }
 
+Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, Precision p) {
+  if (p == Precision::f32) return ops::attention(q, k, v);
+  return ops::attention(to_bf16_operand(q), to_bf16_operand(k), to_bf16_operand(v));
+}
+
 Tensor swiglu_ffn(const Tensor& x, const Tensor& w1, const Tensor& w3, const Tensor& w2, Precision p) {
   return ffn(x, w1, w3, w2, p, [](const Tensor& a, const Tensor& w) { return ops::linear(a, w); });
 }

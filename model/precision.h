@@ -6,10 +6,13 @@
 //                    expert GEMM but the router — are rounded to bf16 and the products summed
 //                    in f32; the GEMM's output is rounded to bf16, and so is the gradient that
 //                    reaches it. Everything else stays f32: master weights and AdamW's moments,
-//                    the residual stream, RMSNorm, RoPE, attention, the router's logits,
+//                    the residual stream, RMSNorm, RoPE, the router's logits,
 //                    softmax and gates, the combine, every loss and reduction. SwiGLU sits
 //                    between two GEMMs: it reads their bf16 outputs, computes in f32 and its
-//                    result is rounded to bf16 for the next GEMM (swiglu_ffn).
+//                    result is rounded to bf16 for the next GEMM (swiglu_ffn). Attention
+//                    reads q, k, v rounded to bf16 and gives its output in bf16, the softmax
+//                    in f32 (on the GPU its probabilities are rounded to bf16 for the P·V
+//                    product, as in FlashAttention; the CPU emulation keeps them f32).
 //
 // This is what PyTorch's bf16 autocast does around a matmul (bf16 in, bf16 out, the weight's
 // gradient cast back to f32), so the two agree to rounding. On the GPU the casts are real
@@ -33,6 +36,9 @@ Tensor linear(const Tensor& x, const Tensor& w, Precision p);
 Tensor swiglu_ffn(const Tensor& x, const Tensor& w1, const Tensor& w3, const Tensor& w2, Precision p);
 Tensor grouped_swiglu_ffn(const Tensor& xs, const Tensor& w1, const Tensor& w3, const Tensor& w2,
                           const ops::Permutation& perm, Precision p);
+// Causal attention (ops::attention's shapes) under the policy: f32, or bf16 in and out (on the
+// CPU, f32 tensors of bf16 values in, f32 out).
+Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, Precision p);
 // x rounded to bf16 and back to f32 (differentiable: the gradient is rounded the same way).
 Tensor round_to_bf16(const Tensor& x);
 

@@ -98,7 +98,7 @@ Tensor Transformer::attention_block(const Tensor& x, const Layer& l, int64_t bat
   const Tensor q = ops::rope(ops::reshape(linear(h, l.wq, p), {batch, seq, c.n_heads, hd}), c.rope_base);
   const Tensor k = ops::rope(ops::reshape(linear(h, l.wk, p), {batch, seq, c.n_kv_heads, hd}), c.rope_base);
   const Tensor v = ops::reshape(linear(h, l.wv, p), {batch, seq, c.n_kv_heads, hd});
-  const Tensor o = ops::reshape(ops::attention(q, k, v), {batch * seq, c.n_heads * hd});
+  const Tensor o = ops::reshape(attention(q, k, v, p), {batch * seq, c.n_heads * hd});
   return linear(o, l.wo, p);
 }
 

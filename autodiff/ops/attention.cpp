@@ -26,14 +26,25 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v) {
 
   const bool want_grad =
       grad_enabled() && (q.requires_grad() || k.requires_grad() || v.requires_grad());
+  // bf16 on the GPU: the tensor-core kernels where they take head_dim; else the f32 kernels on
+  // the inputs' f32 values, the output rounded to bf16 (composed, so autodiff does the rest).
+  const bool bf16 = q.dtype() == DType::bf16;
+  if (bf16 && on_gpu(q)) {
+    bool tensor_cores = false;
+    dispatch_cuda(op, q.dtype(), [&](auto) { tensor_cores = cuda::attention_bf16_supported(Dh); });
+    if (!tensor_cores)
+      return cast(attention(cast(q, DType::f32), cast(k, DType::f32), cast(v, DType::f32)),
+                  DType::bf16);
+  }
   Tensor out = Tensor::empty(q.shape(), q.dtype(), q.device());
-  Tensor lse = want_grad ? Tensor::empty({B, Hq, S}, q.dtype(), q.device()) : Tensor();
+  Tensor lse = want_grad ? Tensor::empty({B, Hq, S}, bf16 ? DType::f32 : q.dtype(), q.device())
+                         : Tensor();
   if (on_gpu(q)) {
     REMOE_CHECK(Dh <= 128, op, ": the CUDA kernel takes head_dim up to 128, got ", Dh, shapes);
-    dispatch_cuda_f32(op, q.dtype(), [&](auto) {
-      cuda::attention_forward(out.cuda_data<float>(), data_or_null<float>(lse),
-                              q.cuda_data<float>(), k.cuda_data<float>(), v.cuda_data<float>(), B,
-                              S, Hq, Hkv, Dh, stream());
+    dispatch_cuda(op, q.dtype(), [&](auto tag) {
+      using T = decltype(tag);
+      cuda::attention_forward(out.cuda_data<T>(), data_or_null<float>(lse), q.cuda_data<T>(),
+                              k.cuda_data<T>(), v.cuda_data<T>(), B, S, Hq, Hkv, Dh, stream());
     });
   } else {
     dispatch_float(op, q.dtype(), [&](auto tag) {
@@ -49,12 +60,12 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v) {
     Tensor dk = grad_buffer(k);
     Tensor dv = grad_buffer(v);
     if (on_gpu(q))
-      dispatch_cuda_f32(op, q.dtype(), [&](auto) {
-        cuda::attention_backward(data_or_null<float>(dq), data_or_null<float>(dk),
-                                 data_or_null<float>(dv), dout.cuda_data<float>(),
-                                 q.cuda_data<float>(), k.cuda_data<float>(), v.cuda_data<float>(),
-                                 out.cuda_data<float>(), lse.cuda_data<float>(), B, S, Hq, Hkv,
-                                 Dh, stream());
+      dispatch_cuda(op, q.dtype(), [&](auto tag) {
+        using T = decltype(tag);
+        cuda::attention_backward(data_or_null<T>(dq), data_or_null<T>(dk), data_or_null<T>(dv),
+                                 dout.cuda_data<T>(), q.cuda_data<T>(), k.cuda_data<T>(),
+                                 v.cuda_data<T>(), out.cuda_data<T>(), lse.cuda_data<float>(), B,
+                                 S, Hq, Hkv, Dh, stream());
       });
     else
       dispatch_float(op, q.dtype(), [&](auto tag) {

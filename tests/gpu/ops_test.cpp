@@ -3,6 +3,7 @@
 // tests/gpu/<stem>_test.cpp; this checks the dispatch around them (dtypes, buffers, devices,
 // saved tensors, the backward rules' launches) through the same ops the model calls.
 // Tolerances: gpu_test.h (f32: atol 1e-5, rtol 1e-4; bf16: rtol 1e-2 after a cast to f32).
+#include <cmath>
 #include <functional>
 
 #include "autodiff/ops.h"
@@ -108,6 +109,41 @@ TEST_F(GpuOps, TransformerPieces) {
                           leaf({2, 19, 2, 16}, rng)});
   expect_gpu_matches_cpu([](const auto& in) { return ops::cross_entropy(in[0], in[1]); },
                          {leaf({6, 50}, rng), ids({1, 49, -1, 0, 7, 7})});
+}
+
+// Attention on bf16 tensors (the tensor-core kernels at head_dim 64; the f32 kernels behind
+// casts at head_dim 8) against the CPU in f32 on the same rounded values: the output and every
+// input's gradient within 2e-2 in relative L2, the gradients bf16 like their tensors.
+TEST_F(GpuOps, AttentionOnBf16Tensors) {
+  Rng rng(13);
+  for (int64_t head_dim : {64, 8}) {
+    SCOPED_TRACE(testing::Message() << "head_dim " << head_dim);
+    std::vector<Tensor> cpu_in, gpu_in;
+    for (const Shape& shape : {Shape{2, 70, 4, head_dim}, Shape{2, 70, 2, head_dim}, Shape{2, 70, 2, head_dim}}) {
+      const Tensor rounded = ops::cast(ops::cast(randn(shape, DType::f32, rng), DType::bf16), DType::f32);
+      cpu_in.push_back(rounded.clone().set_requires_grad(true));
+      gpu_in.push_back(ops::cast(rounded, DType::bf16).to(Device::cuda).set_requires_grad(true));
+    }
+    const Tensor y_cpu = ops::attention(cpu_in[0], cpu_in[1], cpu_in[2]);
+    const Tensor seed = ops::cast(ops::cast(randn(y_cpu.shape(), DType::f32, rng), DType::bf16), DType::f32);
+    backward(y_cpu, seed);
+    const Tensor y_gpu = ops::attention(gpu_in[0], gpu_in[1], gpu_in[2]);
+    ASSERT_EQ(y_gpu.dtype(), DType::bf16);
+    backward(y_gpu, ops::cast(seed, DType::bf16).to(Device::cuda));
+    const auto rel = [](const Tensor& a, const Tensor& b) {
+      const std::vector<double> x = values(a), y = values(b);
+      double num = 0, den = 0;
+      for (size_t i = 0; i < y.size(); ++i) num += (x[i] - y[i]) * (x[i] - y[i]), den += y[i] * y[i];
+      return std::sqrt(num / den);
+    };
+    EXPECT_LT(rel(ops::cast(y_gpu, DType::f32).to(Device::cpu), y_cpu), 2e-2) << "output";
+    for (size_t i = 0; i < 3; ++i) {
+      ASSERT_TRUE(gpu_in[i].grad().defined()) << "input " << i;
+      EXPECT_EQ(gpu_in[i].grad().dtype(), DType::bf16) << "input " << i;
+      EXPECT_LT(rel(ops::cast(gpu_in[i].grad(), DType::f32).to(Device::cpu), cpu_in[i].grad()), 2e-2)
+          << "gradient of input " << i;
+    }
+  }
 }
 
 TEST_F(GpuOps, RoutersAndTheirLosses) {
@@ -265,7 +301,7 @@ TEST_F(GpuOps, MixedDevicesAndUnsupportedDtypesSaySo) {
   expect_contains(error_of([&] { ops::attention(Tensor::zeros({1, 2, 1, 4}, DType::f64, Device::cuda),
                                                 Tensor::zeros({1, 2, 1, 4}, DType::f64, Device::cuda),
                                                 Tensor::zeros({1, 2, 1, 4}, DType::f64, Device::cuda)); }),
-                  "f32 only");
+                  "dtype f64 is not supported by the CUDA kernels (f32 and bf16 are)");
 }
 
 }  // namespace
