@@ -3,13 +3,14 @@
 //     linear layers x (T, K) · Wᵀ (N, K), against cuBLAS on the same shape:
 //     forward 2·M·N·K FLOP; backward dA = dC·B and dB = dCᵀ·A, 4·M·N·K, against the two cuBLAS
 //     GEMMs (their times summed).
-//   attention_forward / _backward (f32, head_dim 64, causal, kernels/attention.h) in TFLOP/s:
+//   attention_forward / _backward (causal, kernels/attention.h; dtype f32: the CUDA-core kernels,
+//     dtype bf16: the tensor-core ones) in TFLOP/s:
 //     forward counts QKᵀ and PV, 2 GEMMs of 2·B·Hq·S²·Dh halved by the causal mask,
 //     = 2·B·Hq·S²·Dh; backward counts 5 such GEMMs (S = QKᵀ recomputed, dV = PᵀdO, dP = dO Vᵀ,
 //     dQ = dS K, dK = dSᵀ Q), = 5·B·Hq·S²·Dh (the softmax's elementwise work is not counted).
 //     No cuBLAS twin exists: the ratios are to a dense cuBLAS GEMM measured in the same run as
 //     the reference peak, bf16 8192³ (`ratio`, tensor cores) and f32 4096³ (`ratio_f32`,
-//     CUDA cores, which is what this f32 kernel can use).
+//     CUDA cores, which is what the f32 kernels can use).
 //   cross_entropy_forward / _backward (f32 logits) and rmsnorm_forward / _backward (bf16 rows,
 //     f32 weight and rstd) in GB/s against a device-to-device copy of the same bytes:
 //     cross_entropy_forward   logits in, targets in, lse out                 4·T·V + 8·T
@@ -93,9 +94,11 @@ std::pair<double, double> reference_peaks() {
   return peaks;
 }
 
+template <typename T>
 void run_attention(benchmark::State& state, const Attention& c, bool backward) {
   const size_t nq = size_t(c.B * c.S * c.Hq * c.Dh), nkv = size_t(c.B * c.S * c.Hkv * c.Dh);
-  Buffer<float> q(nq), k(nkv), v(nkv), out(nq), lse(size_t(c.B * c.Hq * c.S));
+  Buffer<T> q(nq), k(nkv), v(nkv), out(nq);
+  Buffer<float> lse(size_t(c.B * c.Hq * c.S));
   fill_normal(q.get(), nq, 1);
   fill_normal(k.get(), nkv, 2);
   fill_normal(v.get(), nkv, 3);
@@ -109,7 +112,7 @@ void run_attention(benchmark::State& state, const Attention& c, bool backward) {
                               c.Hkv, c.Dh, stream());
     });
   } else {
-    Buffer<float> dout(nq), dq(nq), dk(nkv), dv(nkv);
+    Buffer<T> dout(nq), dq(nq), dk(nkv), dv(nkv);
     fill_normal(dout.get(), nq, 4);
     t = time_launches(state, [&](int64_t) {
       cuda::attention_backward(dq.get(), dk.get(), dv.get(), dout.get(), q.get(), k.get(),
@@ -203,13 +206,19 @@ void register_all() {
                       {"K", num(l.K)}}),
           [l, bwd](benchmark::State& s) { run_matmul(s, l, bwd); });
     }
-  const Attention attns[] = {{"182M", 8, 1024, 12, 4, 64}, {"469M", 8, 1024, 16, 4, 64}};
-  for (const Attention& a : attns)
-    for (bool bwd : {false, true})
-      add(shape_name(bwd ? "attention_backward" : "attention_forward",
-                     {{"cfg", a.config}, {"B", num(a.B)}, {"S", num(a.S)}, {"Hq", num(a.Hq)},
-                      {"Hkv", num(a.Hkv)}, {"Dh", num(a.Dh)}}),
-          [a, bwd](benchmark::State& s) { run_attention(s, a, bwd); });
+  const Attention attns[] = {{"182M", 8, 1024, 12, 4, 64}, {"469M", 8, 1024, 16, 4, 64},
+                             {"978M", 8, 1024, 16, 4, 96}};
+  for (const char* dtype : {"f32", "bf16"})
+    for (const Attention& a : attns)
+      for (bool bwd : {false, true}) {
+        const bool half = std::string(dtype) == "bf16";
+        add(shape_name(bwd ? "attention_backward" : "attention_forward",
+                       {{"dtype", dtype}, {"cfg", a.config}, {"B", num(a.B)}, {"S", num(a.S)},
+                        {"Hq", num(a.Hq)}, {"Hkv", num(a.Hkv)}, {"Dh", num(a.Dh)}}),
+            [a, bwd, half](benchmark::State& s) {
+              half ? run_attention<bf16>(s, a, bwd) : run_attention<float>(s, a, bwd);
+            });
+      }
   // Vocabulary 256 is remoe's (bytes); 50304 is a padded GPT-2 vocabulary (the paper's data).
   const std::pair<int64_t, int64_t> ce[] = {{8192, 256}, {65536, 256}, {8192, 50304}};
   for (const auto& tv : ce)
