@@ -16,7 +16,8 @@
 #   memcheck.txt, racecheck.txt, log.txt   the sanitizers' output; everything printed
 # and ends with `N passed, N failed`. Copy the JSON files into bench/results/ and commit them.
 # GPU_CHECK_PARTS (default "tests train bench peer sanitizers"; peer = equivalence throughput)
-# runs only the parts it names (PEER_IMPLS, default remoe,eager,compile, narrows throughput;
+# runs only the parts it names (PEER_IMPLS, default remoe,eager,compile, narrows throughput,
+# PEER_CONFIG and PEER_SET change its config;
 # SANITIZER_FILTER, a gtest filter, replaces the sanitizers' default set of tests),
 # e.g. to split a run over several commands (all of it takes longer than one command's 10
 # minutes). On the first H200 (2026-11-23): tests 20 s, train 15 s, bench 80 s, peer 5 min,
@@ -127,8 +128,12 @@ if [[ $parts == *" equivalence "* || $parts == *" throughput "* ]]; then
     echo "gpu_check: peer equivalence ($router) exited $?"
   done
   if [[ $parts == *" throughput "* ]]; then
+    # PEER_CONFIG and PEER_SET (one more KEY=VALUE) pick another shape, e.g. issue 6's target:
+    # PEER_CONFIG=configs/paper_182m.toml PEER_SET=train.grad_accum=4 (64 micro-batches a step
+    # would take minutes per implementation; tokens/s hardly depends on grad_accum).
     timeout 420 python3 "$ROOT/bench/peer/bench_e2e.py" --remoe "$HERE/bin/remoe" \
-      --config "$ROOT/configs/small.toml" --set "data.path=$data" --steps 30 --warmup 10 \
+      --config "$ROOT/${PEER_CONFIG:-configs/small.toml}" --set "data.path=$data" \
+      ${PEER_SET:+--set "$PEER_SET"} --steps 30 --warmup 10 \
       --impls "${PEER_IMPLS:-remoe,eager,compile}" --out "$peer_dir/e2e.json"
     echo "gpu_check: peer throughput exited $?"
   fi
