@@ -50,13 +50,13 @@ inline constexpr int64_t kGroupedMatmulMaxGroups = 1024;
 
 enum class GroupedMatmulImpl { automatic, tiled, hopper };
 
-// Why the hopper implementation cannot run this call ("" when it can): the build, the device,
-// the element type (bf16 only), the sizes or the buffers' alignment.
 // The run's choice from REMOE_GROUPED_GEMM (automatic when unset or "auto"; a bad value is an
 // error naming the variable). The dense bf16 x·wᵀ of kernels/matmul.h follows it too: it runs
 // on the same Hopper kernels as one group.
 GroupedMatmulImpl grouped_matmul_impl_from_env();
 
+// Why the hopper implementation cannot run this call ("" when it can): the build, the device,
+// the element type (bf16 only), the sizes or the buffers' alignment.
 template <typename T>
 std::string grouped_matmul_hopper_unsupported(int64_t k_in, int64_t n_out,
                                               std::initializer_list<const void*> buffers);

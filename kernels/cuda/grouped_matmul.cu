@@ -347,8 +347,6 @@ std::string hopper_unsupported(int64_t k_in, int64_t n_out, std::initializer_lis
   return "";
 }
 
-
-
 // True: run v2. Asking for hopper where it does not apply is an error naming the reason.
 template <typename T>
 bool use_hopper(const char* op, GroupedMatmulImpl impl, int64_t k_in, int64_t n_out,

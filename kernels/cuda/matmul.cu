@@ -191,6 +191,8 @@ void launch(float* c, const float* a, const float* b, int64_t M, int64_t N, int6
   dim3 grid = grid_of(M, N, kF32Tile, kF32Tile);
   const int64_t blocks = int64_t(grid.x) * grid.y;
   // Enough slices for about two blocks per SM (132 on an H100/H200), each ≥ kMinSplitK long.
+  // NOTE: a constant, not the device's SM count: the slices fix the order of the sums, so the
+  // same shapes give the same bits on every GPU.
   const int64_t splits = std::min<int64_t>({kMaxSplits, K / kMinSplitK, std::max<int64_t>(1, 264 / blocks)});
   if (splits <= 1) {
     matmul_f32_kernel<<<grid, kF32Threads, 0, stream>>>(c, a, b, M, N, K, K, trans_a, trans_b);
