@@ -59,6 +59,11 @@ void Single::all_to_all(const Tensor& out, const std::vector<int64_t>& recv_coun
 
 void Single::broadcast(const Tensor& t, int root) { detail::check_broadcast(t, root, 0, 1); }
 
+std::unique_ptr<Communicator> Single::split(int color, int /*key*/) {
+  detail::check_split(color, 0);
+  return std::make_unique<Single>();
+}
+
 // --- argument checks -------------------------------------------------------------------
 
 namespace detail {
@@ -169,6 +174,12 @@ void check_broadcast(const Tensor& t, int root, int rank, int world) {
   check_defined("broadcast", "t", t, rank);
   REMOE_CHECK(root >= 0 && root < world, "broadcast: rank ", rank, ": root ", root,
               " is not a rank of this group of ", world);
+}
+
+void check_split(int color, int rank) {
+  // NCCL reserves negative colours (NCCL_SPLIT_NOCOLOR); every rank here joins some group.
+  REMOE_CHECK(color >= 0, "split: rank ", rank, ": color ", color, " is negative (every rank ",
+              "joins the group of its color, which must be >= 0)");
 }
 
 namespace {

@@ -23,6 +23,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "autodiff/tensor.h"
@@ -67,6 +68,22 @@ class Communicator {
   // Returns once every rank has called it.
   virtual void barrier() = 0;
 
+  // all_reduce that may overlap later work: starts the reduction of t and may return before it
+  // is done; t must not be read or written until wait_started(), which every rank calls after
+  // the same starts. On a GPU communicator the reduction runs on a stream of its own, behind
+  // everything remoe's stream had enqueued, and wait_started() makes remoe's stream wait for
+  // all of them (the host does not wait): gradient buckets reduce while the backward goes on.
+  // Elsewhere it is all_reduce, done on the spot.
+  virtual void start_all_reduce(const Tensor& t, ReduceOp op = ReduceOp::sum) { all_reduce(t, op); }
+  virtual void wait_started() {}
+
+  // Splits the ranks into disjoint groups: the ranks that pass the same `color` (≥ 0) form a
+  // new communicator, ranked by `key`, ties by rank here. What hybrid parallelism needs: the
+  // expert-parallel group of a rank and the group of its replicas are both splits of the job.
+  // A collective of this communicator; the new one is independent of it (its collectives
+  // pair only with its members') and the same kind (threads, NCCL). It may outlive this one.
+  virtual std::unique_ptr<Communicator> split(int color, int key) = 0;
+
   // The recv_counts of all_to_all: returns c with c[p] = rank p's send_counts[this rank]
   // (an all_to_all of one count per peer; on a GPU communicator, one host readback).
   std::vector<int64_t> exchange_counts(const std::vector<int64_t>& send_counts);
@@ -84,6 +101,7 @@ class Single final : public Communicator {
                   const std::vector<int64_t>& send_counts) override;
   void broadcast(const Tensor& t, int root) override;
   void barrier() override {}
+  std::unique_ptr<Communicator> split(int color, int key) override;
 };
 
 // Argument checks shared by the implementations: each checks what one rank can see alone
@@ -99,6 +117,7 @@ void check_all_gather(const Tensor& out, const Tensor& in, int rank, int world);
 void check_all_to_all(const Tensor& out, const std::vector<int64_t>& recv_counts, const Tensor& in,
                       const std::vector<int64_t>& send_counts, int rank, int world);
 void check_broadcast(const Tensor& t, int root, int rank, int world);
+void check_split(int color, int rank);
 
 // out[i] = ((blocks[0][i] + blocks[1][i]) + ...) (/ W for mean), in out's dtype: the rank-order
 // reduction every implementation uses. out: (n) elements; blocks: W pointers to n elements.

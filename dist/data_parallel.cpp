@@ -47,6 +47,8 @@ void GradBuckets::ready(size_t i) {
 
 void GradBuckets::finish() {
   for (size_t i = 0; i < params_.size(); ++i) ready(i);
+  comm_.wait_started();
+  for (size_t b = 0; b < buckets_.size(); ++b) copy_back(b);
   // Next step.
   next_ = 0;
   std::fill(is_ready_.begin(), is_ready_.end(), false);
@@ -55,7 +57,7 @@ void GradBuckets::finish() {
 
 void GradBuckets::reduce(size_t b) {
   const std::vector<size_t>& members = buckets_[b];
-  const Device dev = params_[members.front()].device(), comm_dev = comm_.device();
+  const Device comm_dev = comm_.device();
   const Tensor& flat = flat_[b];
   char* base = static_cast<char*>(flat.raw());
   size_t offset = 0;
@@ -67,8 +69,15 @@ void GradBuckets::reduce(size_t b) {
       device::zero(base + offset, comm_dev, p.nbytes());  // takes part as zeros
     offset += p.nbytes();
   }
-  comm_.all_reduce(flat, ReduceOp::sum);
-  offset = 0;
+  comm_.start_all_reduce(flat, ReduceOp::sum);
+  ++reductions_;
+}
+
+void GradBuckets::copy_back(size_t b) {
+  const std::vector<size_t>& members = buckets_[b];
+  const Device dev = params_[members.front()].device(), comm_dev = comm_.device();
+  const char* base = static_cast<const char*>(flat_[b].raw());
+  size_t offset = 0;
   for (size_t i : members) {
     const Tensor& p = params_[i];
     Tensor g = p.grad();
@@ -81,7 +90,6 @@ void GradBuckets::reduce(size_t b) {
     device::copy(g.raw(), dev, base + offset, comm_dev, p.nbytes());
     offset += p.nbytes();
   }
-  ++reductions_;
 }
 
 }  // namespace remoe::dist

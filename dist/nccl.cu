@@ -249,7 +249,7 @@ class NcclCommunicator final : public Communicator {
  public:
   NcclCommunicator(const ncclUniqueId& id, int rank, int world, int device,
                    const NcclOptions& options)
-      : rank_(rank), world_(world), ordered_(options.ordered_reductions),
+      : rank_(rank), world_(world), device_(device), options_(options),
         watchdog_(std::make_unique<Watchdog>(rank, device, options.timeout)) {
     watchdog_->begin_host("ncclCommInitRank");
     const ncclResult_t r = ncclCommInitRank(&comm_, world, id, rank);
@@ -258,6 +258,15 @@ class NcclCommunicator final : public Communicator {
       fail_call("NCCL", "ncclCommInitRank(&comm_, world, id, rank)", nccl_error(r, nullptr).c_str(),
                 __FILE__, __LINE__);
     watchdog_->set_comm(comm_);
+    make_side_stream();
+  }
+
+  // A communicator NCCL has already made (split()); this one owns it, with its own watchdog.
+  NcclCommunicator(ncclComm_t comm, int rank, int world, int device, const NcclOptions& options)
+      : rank_(rank), world_(world), device_(device), options_(options), comm_(comm),
+        watchdog_(std::make_unique<Watchdog>(rank, device, options.timeout)) {
+    watchdog_->set_comm(comm_);
+    make_side_stream();
   }
 
   ~NcclCommunicator() override {
@@ -274,6 +283,10 @@ class NcclCommunicator final : public Communicator {
       }
     }
     watchdog_.reset();
+    // NOTE: no CUDA_CHECK: a destructor must not throw.
+    cudaEventDestroy(fork_);
+    cudaEventDestroy(join_);
+    cudaStreamDestroy(side_);
   }
 
   int rank() const override { return rank_; }
@@ -283,38 +296,29 @@ class NcclCommunicator final : public Communicator {
   void all_reduce(const Tensor& t, ReduceOp op) override {
     detail::check_all_reduce(t, op, rank_);
     ready("all_reduce", {t});
-    const int64_t n = t.numel();
-    if (n == 0) return;
-    if (!ordered_) {
-      COMM_CHECK(ncclAllReduce(t.raw(), t.raw(), size_t(n), nccl_type(t.dtype()), nccl_op(op),
-                               comm_, stream()));
-      return enqueued("all_reduce");
-    }
-    // Rank p owns elements [begin(p), begin(p + 1)); it sums its chunk over all ranks, in rank
-    // order, then everyone gathers the sums.
-    auto begin = [&](int p) { return n * p / world_; };
-    const int64_t mine = begin(rank_ + 1) - begin(rank_);
-    const ncclDataType_t type = nccl_type(t.dtype());
-    const Tensor blocks = Tensor::empty({world_, mine}, t.dtype(), Device::cuda);  // (W, mine)
-    COMM_CHECK(ncclGroupStart());
-    for (int p = 0; p < world_; ++p) {
-      const int64_t theirs = begin(p + 1) - begin(p);
-      if (p == rank_) continue;
-      if (theirs) COMM_CHECK(ncclSend(at(t, begin(p)), size_t(theirs), type, p, comm_, stream()));
-      if (mine) COMM_CHECK(ncclRecv(at(blocks, p * mine), size_t(mine), type, p, comm_, stream()));
-    }
-    COMM_CHECK(ncclGroupEnd());
-    copy_async(at(blocks, rank_ * mine), at(t, begin(rank_)), mine, t.dtype());
-    reduce_blocks(at(t, begin(rank_)), blocks.raw(), world_, mine, t.dtype(), op, stream());
-    COMM_CHECK(ncclGroupStart());
-    for (int p = 0; p < world_; ++p) {
-      const int64_t theirs = begin(p + 1) - begin(p);
-      if (p == rank_) continue;
-      if (mine) COMM_CHECK(ncclSend(at(t, begin(rank_)), size_t(mine), type, p, comm_, stream()));
-      if (theirs) COMM_CHECK(ncclRecv(at(t, begin(p)), size_t(theirs), type, p, comm_, stream()));
-    }
-    COMM_CHECK(ncclGroupEnd());
-    enqueued("all_reduce");
+    // The scratch is freed on remoe's stream, behind the reduction that uses it.
+    all_reduce_on(stream(), t, op, all_reduce_scratch(t));
+  }
+
+  void start_all_reduce(const Tensor& t, ReduceOp op) override {
+    detail::check_all_reduce(t, op, rank_);
+    ready("all_reduce", {t});
+    // The scratch is allocated on remoe's stream before the fork, so the side stream sees it
+    // allocated; it is kept until the join, after which freeing it on remoe's stream is safe.
+    Tensor blocks = all_reduce_scratch(t);
+    CUDA_CHECK(cudaEventRecord(fork_, stream()));
+    CUDA_CHECK(cudaStreamWaitEvent(side_, fork_, 0));
+    all_reduce_on(side_, t, op, blocks);
+    if (blocks.defined()) started_scratch_.push_back(std::move(blocks));
+    started_ = true;
+  }
+
+  void wait_started() override {
+    if (!started_) return;
+    CUDA_CHECK(cudaEventRecord(join_, side_));
+    CUDA_CHECK(cudaStreamWaitEvent(stream(), join_, 0));
+    started_scratch_.clear();
+    started_ = false;
   }
 
   void reduce_scatter(const Tensor& out, const Tensor& in, ReduceOp op) override {
@@ -393,6 +397,25 @@ class NcclCommunicator final : public Communicator {
     host_wait("barrier");
   }
 
+  // ncclCommSplit: the new group's ranks are ordered by key, then by rank here, as the
+  // interface says. It blocks until every rank of this communicator has called it (timed by
+  // this communicator's watchdog).
+  std::unique_ptr<Communicator> split(int color, int key) override {
+    detail::check_split(color, rank_);
+    ready("split", {});
+    ncclComm_t child = nullptr;
+    watchdog_->begin_host("ncclCommSplit");
+    const ncclResult_t r = ncclCommSplit(comm_, color, key, &child, nullptr);
+    watchdog_->end_host();
+    if (r != ncclSuccess)
+      fail_call("NCCL", "ncclCommSplit(comm_, color, key, &child, nullptr)",
+                nccl_error(r, comm_).c_str(), __FILE__, __LINE__);
+    int rank = 0, world = 0;
+    NCCL_CHECK(ncclCommUserRank(child, &rank));
+    NCCL_CHECK(ncclCommCount(child, &world));
+    return std::make_unique<NcclCommunicator>(child, rank, world, device_, options_);
+  }
+
  private:
   static ncclRedOp_t nccl_op(ReduceOp op) { return op == ReduceOp::sum ? ncclSum : ncclAvg; }
 
@@ -402,21 +425,72 @@ class NcclCommunicator final : public Communicator {
     for (const Tensor& t : tensors) detail::check_device(op, t, Device::cuda, "NCCL", rank_);
   }
 
-  void copy_async(void* dst, const void* src, int64_t elements, DType dtype) {
-    if (elements)
-      CUDA_CHECK(cudaMemcpyAsync(dst, src, size_t(elements) * dtype_size(dtype),
-                                 cudaMemcpyDeviceToDevice, stream()));
+  void make_side_stream() {
+    CUDA_CHECK(cudaStreamCreateWithFlags(&side_, cudaStreamNonBlocking));
+    CUDA_CHECK(cudaEventCreateWithFlags(&fork_, cudaEventDisableTiming));
+    CUDA_CHECK(cudaEventCreateWithFlags(&join_, cudaEventDisableTiming));
   }
 
-  void enqueued(const char* op) {
+  // The ordered path's receive buffer for this rank's chunk of t: (W, chunk); none otherwise.
+  Tensor all_reduce_scratch(const Tensor& t) const {
+    const int64_t n = t.numel();
+    if (!ordered_ || n == 0) return {};
+    const int64_t mine = n * (rank_ + 1) / world_ - n * rank_ / world_;
+    return Tensor::empty({world_, mine}, t.dtype(), Device::cuda);
+  }
+
+  // The all_reduce, enqueued on s.
+  void all_reduce_on(cudaStream_t s, const Tensor& t, ReduceOp op, const Tensor& blocks) {
+    const int64_t n = t.numel();
+    if (n == 0) return;
+    if (!ordered_) {
+      COMM_CHECK(ncclAllReduce(t.raw(), t.raw(), size_t(n), nccl_type(t.dtype()), nccl_op(op),
+                               comm_, s));
+      return enqueued("all_reduce", s);
+    }
+    // Rank p owns elements [begin(p), begin(p + 1)); it sums its chunk over all ranks, in rank
+    // order, then everyone gathers the sums.
+    auto begin = [&](int p) { return n * p / world_; };
+    const int64_t mine = begin(rank_ + 1) - begin(rank_);
+    const ncclDataType_t type = nccl_type(t.dtype());
+    COMM_CHECK(ncclGroupStart());
+    for (int p = 0; p < world_; ++p) {
+      const int64_t theirs = begin(p + 1) - begin(p);
+      if (p == rank_) continue;
+      if (theirs) COMM_CHECK(ncclSend(at(t, begin(p)), size_t(theirs), type, p, comm_, s));
+      if (mine) COMM_CHECK(ncclRecv(at(blocks, p * mine), size_t(mine), type, p, comm_, s));
+    }
+    COMM_CHECK(ncclGroupEnd());
+    copy_async(at(blocks, rank_ * mine), at(t, begin(rank_)), mine, t.dtype(), s);
+    reduce_blocks(at(t, begin(rank_)), blocks.raw(), world_, mine, t.dtype(), op, s);
+    COMM_CHECK(ncclGroupStart());
+    for (int p = 0; p < world_; ++p) {
+      const int64_t theirs = begin(p + 1) - begin(p);
+      if (p == rank_) continue;
+      if (mine) COMM_CHECK(ncclSend(at(t, begin(rank_)), size_t(mine), type, p, comm_, s));
+      if (theirs) COMM_CHECK(ncclRecv(at(t, begin(p)), size_t(theirs), type, p, comm_, s));
+    }
+    COMM_CHECK(ncclGroupEnd());
+    enqueued("all_reduce", s);
+  }
+
+  void copy_async(void* dst, const void* src, int64_t elements, DType dtype,
+                  cudaStream_t s = stream()) {
+    if (elements)
+      CUDA_CHECK(cudaMemcpyAsync(dst, src, size_t(elements) * dtype_size(dtype),
+                                 cudaMemcpyDeviceToDevice, s));
+  }
+
+  void enqueued(const char* op, cudaStream_t s = stream()) {
     const cudaEvent_t e = watchdog_->take_event();
-    CUDA_CHECK(cudaEventRecord(e, stream()));
+    CUDA_CHECK(cudaEventRecord(e, s));
     watchdog_->watch(op, e);
   }
 
-  // Waits on the host for everything enqueued so far; an NCCL error aborts the communicator
-  // and throws. (Timeouts are the watchdog's.)
+  // Waits on the host for everything enqueued so far (started reductions too); an NCCL error
+  // aborts the communicator and throws. (Timeouts are the watchdog's.)
   void host_wait(const char* op) {
+    wait_started();
     const cudaEvent_t e = watchdog_->take_event();
     CUDA_CHECK(cudaEventRecord(e, stream()));
     watchdog_->host_waiting(true);
@@ -452,11 +526,18 @@ class NcclCommunicator final : public Communicator {
     aborted_ = true;
   }
 
-  const int rank_, world_;
-  const bool ordered_;
+  const int rank_, world_, device_;
+  const NcclOptions options_;  // a split passes them on
+  const bool ordered_ = options_.ordered_reductions;
   ncclComm_t comm_ = nullptr;
   bool aborted_ = false;
   std::unique_ptr<Watchdog> watchdog_;
+  // start_all_reduce's stream: forked from remoe's stream at each start, joined back by
+  // wait_started(); the ordered path's scratch of the started reductions lives until the join.
+  cudaStream_t side_ = nullptr;
+  cudaEvent_t fork_ = nullptr, join_ = nullptr;
+  std::vector<Tensor> started_scratch_;
+  bool started_ = false;
 };
 
 std::string uuid_of(int device) {

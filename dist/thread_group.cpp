@@ -21,6 +21,7 @@ struct Call {
   std::vector<int64_t> send_counts, recv_counts;
   int root = 0;
   ReduceOp reduce = ReduceOp::sum;
+  int color = 0, key = 0;  // split
 };
 
 struct GroupState {
@@ -40,12 +41,50 @@ struct GroupState {
   std::string reason;
   std::vector<Call> calls;  // written by each rank before barrier 1, read by all until barrier 2
 
+  // The groups split from this one. A rank that leaves this group leaves them, and an abort
+  // here aborts them: a rank blocked in a subgroup must not outwait a peer that threw in
+  // another. (Locks go parent, then child; a child never locks its parent.)
+  struct Child {
+    std::shared_ptr<GroupState> state;
+    std::vector<int> members;  // their ranks here, in the child's rank order
+    uint64_t made_at;          // the generation of the split that made it
+    int color;
+  };
+  std::vector<Child> children;
+
   void abort_locked(const std::string& why) {
     if (!aborted) {
       aborted = true;
       reason = why;
     }
     cv.notify_all();
+    for (const Child& c : children) {
+      std::lock_guard lock(c.state->mu);
+      c.state->abort_locked(why);
+    }
+  }
+
+  void leave_locked(int rank) {
+    left[size_t(rank)] = 1;
+    cv.notify_all();
+    for (const Child& c : children) {
+      const auto at = std::find(c.members.begin(), c.members.end(), rank);
+      if (at == c.members.end()) continue;
+      std::lock_guard lock(c.state->mu);
+      c.state->leave_locked(int(at - c.members.begin()));
+    }
+  }
+
+  // The group of `members` made by the split in progress (every member asks; the first makes
+  // it). Called between the split's two barriers, where `generation` names the split.
+  std::shared_ptr<GroupState> child(int color, const std::vector<int>& members) {
+    std::lock_guard lock(mu);
+    for (const Child& c : children)
+      if (c.made_at == generation && c.color == color) return c.state;
+    auto state = std::make_shared<GroupState>(int(members.size()), timeout);
+    if (aborted) state->abort_locked(reason);
+    children.push_back({state, members, generation, color});
+    return state;
   }
 
   [[noreturn]] void fail_aborted(int rank, const char* op) const {
@@ -114,7 +153,7 @@ void check_agreement(const std::vector<Call>& calls) {
       REMOE_FAIL("ThreadGroup: ranks called different collectives (", list, ")");
     }
   const std::string op = c0.op;
-  if (op == "barrier") return;
+  if (op == "barrier" || op == "split") return;  // nothing to agree on
   for (int p = 1; p < world; ++p) {
     const Call& c = calls[size_t(p)];
     REMOE_CHECK(c.in.dtype() == c0.in.dtype(), op, ": rank 0 passes ", dtype_name(c0.in.dtype()),
@@ -232,6 +271,25 @@ class ThreadCommunicator final : public Communicator {
     run(Call("barrier", {}, {}), [](const std::vector<Call>&) {});
   }
 
+  std::unique_ptr<Communicator> split(int color, int key) override {
+    detail::check_split(color, rank_);
+    Call call("split", {}, {});
+    call.color = color;
+    call.key = key;
+    std::unique_ptr<Communicator> out;
+    run(std::move(call), [&](const std::vector<Call>& calls) {
+      std::vector<int> members;  // this color's ranks, ordered by key, then by rank
+      for (int p = 0; p < world_size(); ++p)
+        if (calls[size_t(p)].color == color) members.push_back(p);
+      std::stable_sort(members.begin(), members.end(), [&](int a, int b) {
+        return calls[size_t(a)].key < calls[size_t(b)].key;
+      });
+      const int rank = int(std::find(members.begin(), members.end(), rank_) - members.begin());
+      out = std::make_unique<ThreadCommunicator>(state_->child(color, members), rank);
+    });
+    return out;
+  }
+
  private:
   void on_cpu(const char* op, const Tensor& t) const {
     detail::check_device(op, t, Device::cpu, "ThreadGroup", rank_);
@@ -297,8 +355,7 @@ bool ThreadGroup::aborted() const {
 
 void ThreadGroup::leave(int rank) const {
   std::lock_guard lock(state_->mu);
-  state_->left[size_t(rank)] = 1;
-  state_->cv.notify_all();
+  state_->leave_locked(rank);
 }
 
 void run_threads(int world_size, const std::function<void(Communicator&)>& fn,

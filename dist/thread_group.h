@@ -11,7 +11,8 @@
 // A rank must never leave its peers blocked forever: a wait ends with an Error when the group
 // is aborted (abort(): run_threads calls it when a rank throws), when a peer has left the
 // group (its function returned while others still wait for it), or after `timeout`.
-// After any failed collective the group stays aborted.
+// After any failed collective the group stays aborted. A group made by split() is linked to
+// its parent: an abort of the parent aborts it, and a rank that leaves the parent leaves it.
 #pragma once
 
 #include <chrono>

@@ -681,10 +681,6 @@ void TrainConfig::validate_world(int world_size) const {
   REMOE_CHECK(world_size % expert_parallel == 0, "dist.expert_parallel = ", expert_parallel,
               " does not divide the job's ", world_size, " ranks: the ranks form groups of ",
               expert_parallel, " that each hold one copy of the experts");
-  REMOE_CHECK(expert_parallel == 1 || expert_parallel == world_size, "dist.expert_parallel = ",
-              expert_parallel, " with ", world_size, " ranks: experts sharded over a part of the ",
-              "job (data-parallel copies of an expert-parallel group) are not built yet; use 1 or ",
-              world_size);
 }
 
 TrainConfig parse_config(std::string_view toml_text, std::string_view source,

@@ -85,7 +85,7 @@ struct TrainConfig {
   // Throws remoe::Error naming the first inconsistent key (calls model.validate() too).
   void validate() const;
   // The checks that need the job's size: dist.expert_parallel must divide world_size (and not
-  // exceed it), and for now be 1 or all of it. Throws naming both.
+  // exceed it). Throws naming both.
   void validate_world(int world_size) const;
 };
 

@@ -326,9 +326,18 @@ RunResult run_training(const TrainConfig& config_in, dist::Communicator& comm,
     (void)fixed_batch(corpus.val, corpus.val_begin, corpus.val.size(), c.seq_len, c.batch_size, 0,
                       c.eval_batches, "validation", c.within_documents);
 
-  // Expert parallel (dist.expert_parallel = W): each rank holds E / W experts of every layer.
+  // Expert parallel (dist.expert_parallel = P): the job's ranks form groups of P consecutive
+  // ranks (r / P names the group: one node's GPUs, where the all-to-alls are cheapest), each
+  // rank holding E / P experts of every layer. With W > P the W / P groups are data-parallel
+  // copies of each other, and rank r's experts have replicas on the ranks r % P + k·P.
+  // Both groups are splits of the job (collectives), made before the model that uses them.
   dist::ExpertParallel ep;
-  if (c.expert_parallel > 1) ep.comm = &comm;
+  std::unique_ptr<dist::Communicator> ep_group, expert_replicas;
+  if (c.expert_parallel > 1 && c.expert_parallel < world) {
+    ep_group = comm.split(rank / int(c.expert_parallel), rank);
+    expert_replicas = comm.split(rank % int(c.expert_parallel), rank);
+  }
+  if (c.expert_parallel > 1) ep.comm = ep_group ? ep_group.get() : &comm;
   model::Transformer model(c.model, c.seed, DType::f32, ep);
   if (const std::string w = model::routing_warning(c.model); lead && !w.empty())
     std::fprintf(stderr, "%s\n", w.c_str());
@@ -339,8 +348,9 @@ RunResult run_training(const TrainConfig& config_in, dist::Communicator& comm,
   // The whole moments, unless ZeRO-1 shards them (below): then this holds none.
   Optimizer optim(c.zero1 && reduce ? std::vector<Tensor>{} : params);
   LambdaController lambda{c.lambda0, c.alpha, c.model.target_sparsity()};
-  // Replicated parameters have their gradients all-reduced; an expert's gradient already sums
-  // every rank's tokens (the all-to-all's backward brings them to its owner).
+  // Replicated parameters have their gradients all-reduced over the job. An expert's gradient
+  // already sums its group's tokens (the all-to-all's backward brings them to its owner); the
+  // copies of the expert in the other groups add theirs (a second set of buckets).
   std::vector<Tensor> replicated, sharded;
   Sharding sharding;
   for (size_t i = 0; i < params.size(); ++i) {
@@ -349,7 +359,7 @@ RunResult run_training(const TrainConfig& config_in, dist::Communicator& comm,
     sharding.sharded.push_back(expert);
   }
   if (ep.enabled()) {
-    sharding.comm = &comm;
+    sharding.comm = ep.comm;  // a checkpoint's whole experts: one group's blocks
     sharding.first = model.first_expert();
     sharding.local = model.local_experts();
     sharding.experts = c.model.experts();
@@ -357,8 +367,17 @@ RunResult run_training(const TrainConfig& config_in, dist::Communicator& comm,
   Sharding optim_sharding = sharding;  // the moments: m of every parameter, then v
   optim_sharding.sharded.insert(optim_sharding.sharded.end(), sharding.sharded.begin(),
                                 sharding.sharded.end());
-  std::optional<dist::GradBuckets> buckets;
-  if (reduce) buckets.emplace(comm, replicated, int64_t(c.bucket_mb * double(1 << 20)));
+  std::optional<dist::GradBuckets> buckets, expert_buckets;
+  const int64_t bucket_bytes = int64_t(c.bucket_mb * double(1 << 20));
+  if (reduce) buckets.emplace(comm, replicated, bucket_bytes);
+  if (expert_replicas) expert_buckets.emplace(*expert_replicas, sharded, bucket_bytes);
+  // The backward reports both sets as their gradients become final, replicated first.
+  std::vector<Tensor> watched = replicated;
+  if (expert_buckets) watched.insert(watched.end(), sharded.begin(), sharded.end());
+  const auto on_ready = [&](size_t i) {
+    if (i < replicated.size()) buckets->ready(i);
+    else expert_buckets->ready(i - replicated.size());
+  };
   // ZeRO-1: each rank keeps AdamW's moments for its slice of the parameters (dist/zero.h).
   std::optional<dist::ShardedAdamW> zero;
   std::vector<bool> decay;  // AdamW's weight decay: none on 1-D parameters (norms)
@@ -506,7 +525,7 @@ RunResult run_training(const TrainConfig& config_in, dist::Communicator& comm,
       {
         const NvtxRange range("backward");
         if (buckets && micro == (rank + 1) * c.grad_accum - 1)  // the step's last backward here
-          backward(loss, replicated, [&](size_t i) { buckets->ready(i); });
+          backward(loss, watched, on_ready);
         else
           backward(loss);
       }
@@ -529,6 +548,7 @@ RunResult run_training(const TrainConfig& config_in, dist::Communicator& comm,
     }
     if (buckets) {
       buckets->finish();
+      if (expert_buckets) expert_buckets->finish();
       sums = sum_over_ranks(comm, sums);
       phases.mark("grad_sync");
     }
@@ -563,9 +583,9 @@ RunResult run_training(const TrainConfig& config_in, dist::Communicator& comm,
       const NvtxRange optimizer_range("optimizer");
       // (A non-finite norm leaves the gradients scaled by NaN or 0: they are dropped below.)
       if (ep.enabled()) {
-        // The replicated part once, every rank's experts once each.
+        // The replicated part once, and every expert once: the blocks of one group's ranks.
         const double rep = ops::grad_norm(replicated), own = ops::grad_norm(sharded);
-        r.grad_norm = std::sqrt(rep * rep + sum_over_ranks(comm, {own * own})[0]);
+        r.grad_norm = std::sqrt(rep * rep + sum_over_ranks(*ep.comm, {own * own})[0]);
         if (c.grad_clip > 0) ops::clip_grads_to_norm(params, r.grad_norm, c.grad_clip);
       } else {
         r.grad_norm = c.grad_clip > 0 ? ops::clip_grad_norm(params, c.grad_clip) : ops::grad_norm(params);

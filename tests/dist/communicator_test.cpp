@@ -430,6 +430,88 @@ TEST(CommunicatorChecks, ABadArgumentOnOneRankFailsTheOthersToo) {
   EXPECT_THAT(errors[0], HasSubstr("rank 0: all_reduce failed: the group was aborted"));
 }
 
+// --- split ---------------------------------------------------------------------------------
+
+// Six ranks as two groups by parity, ranked by a key that reverses them: each group's
+// collectives pair only inside it, and both groups run at once.
+TEST(ThreadGroup, SplitMakesIndependentGroupsRankedByKey) {
+  std::vector<std::vector<double>> sums(6), gathered(6);
+  std::vector<int> ranks(6), worlds(6);
+  run_ok(6, [&](Communicator& comm) {
+    const int r = comm.rank();
+    const auto sub = comm.split(r % 2, -r);  // colour: parity; key: descending rank
+    const size_t i = size_t(r);
+    ranks[i] = sub->rank();
+    worlds[i] = sub->world_size();
+    const Tensor t = Tensor::from_vector<double>({1}, {double(r)});
+    sub->all_reduce(t);
+    sums[i] = t.to_vector<double>();
+    const Tensor all = Tensor::zeros({3}, DType::f64);
+    sub->all_gather(all, Tensor::from_vector<double>({1}, {double(r)}));
+    gathered[i] = all.to_vector<double>();
+    comm.barrier();  // the parent stays usable
+  });
+  for (int r = 0; r < 6; ++r) {
+    SCOPED_TRACE(::testing::Message() << "rank " << r);
+    EXPECT_EQ(worlds[size_t(r)], 3);
+    EXPECT_EQ(ranks[size_t(r)], 2 - r / 2) << "the largest key is the last rank";
+    EXPECT_EQ(sums[size_t(r)], (std::vector<double>{r % 2 ? 1.0 + 3 + 5 : 0.0 + 2 + 4}));
+    EXPECT_EQ(gathered[size_t(r)], (r % 2 ? std::vector<double>{5, 3, 1}
+                                          : std::vector<double>{4, 2, 0}));
+  }
+}
+
+// Equal keys keep the parent's order; a group may be a single rank; a split of a split works.
+TEST(ThreadGroup, SplitTiesKeepRankOrderAndSplitsNest) {
+  std::vector<std::vector<int64_t>> counts(4);
+  std::vector<int> alone(4), inner(4);
+  run_ok(4, [&](Communicator& comm) {
+    const int r = comm.rank();
+    const auto half = comm.split(r / 2, 0);
+    EXPECT_EQ(half->rank(), r % 2);
+    const auto single = half->split(half->rank(), 0);
+    alone[size_t(r)] = single->world_size();
+    single->all_reduce(Tensor::zeros({2}, DType::f32));
+    inner[size_t(r)] = single->rank();
+    // Rows move inside the half only: each sends r + 1 rows to its partner.
+    counts[size_t(r)] = half->exchange_counts({half->rank() == 0 ? 0 : r + 1,
+                                               half->rank() == 1 ? 0 : r + 1});
+  });
+  EXPECT_EQ(alone, (std::vector<int>{1, 1, 1, 1}));
+  EXPECT_EQ(inner, (std::vector<int>{0, 0, 0, 0}));
+  EXPECT_EQ(counts[0], (std::vector<int64_t>{0, 2}));
+  EXPECT_EQ(counts[1], (std::vector<int64_t>{1, 0}));
+  EXPECT_EQ(counts[2], (std::vector<int64_t>{0, 4}));
+  EXPECT_EQ(counts[3], (std::vector<int64_t>{3, 0}));
+}
+
+// A rank that throws anywhere frees the peers blocked in a subgroup (the abort reaches every
+// group split from the job), and one that returns early fails the subgroup peers that wait for
+// it, instead of leaving them to the timeout.
+TEST(ThreadGroup, FailuresReachTheSplitGroups) {
+  auto start = std::chrono::steady_clock::now();
+  std::exception_ptr e = run_guarded(4, [](Communicator& comm) {
+    const auto sub = comm.split(comm.rank() % 2, 0);
+    if (comm.rank() == 1) throw Error("rank 1 failed");
+    sub->barrier();  // rank 3 waits for rank 1 here
+  }, 60s);
+  EXPECT_EQ(message_of(e), "rank 1 failed");
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 5s);
+
+  start = std::chrono::steady_clock::now();
+  e = run_guarded(2, [](Communicator& comm) {
+    const auto sub = comm.split(0, 0);
+    if (comm.rank() == 0) return;
+    sub->barrier();
+  }, 60s);
+  EXPECT_THAT(message_of(e), HasSubstr("rank 0 returned from its function while rank 1 waits "
+                                       "for it in barrier"));
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 5s);
+
+  e = run_guarded(2, [](Communicator& comm) { comm.split(comm.rank() - 1, 0); });
+  EXPECT_THAT(message_of(e), HasSubstr("split: rank 0: color -1 is negative"));
+}
+
 // --- Single --------------------------------------------------------------------------------
 
 TEST(Single, IsTheIdentity) {
@@ -451,6 +533,9 @@ TEST(Single, IsTheIdentity) {
   s.all_to_all(moved, {3}, t, {3});
   EXPECT_EQ(moved.to_vector<float>(), (std::vector<float>{1, 2, 3}));
   EXPECT_EQ(s.exchange_counts({7}), (std::vector<int64_t>{7}));
+  const auto alone = s.split(3, 1);
+  EXPECT_EQ(alone->world_size(), 1);
+  EXPECT_EQ(alone->rank(), 0);
 }
 
 TEST(Single, ChecksItsArguments) {

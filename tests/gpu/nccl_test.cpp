@@ -79,6 +79,38 @@ TEST_P(GpuNccl, OneRankWorld) {
   EXPECT_EQ(nccl().device(), Device::cuda);
 }
 
+// A split of a world of one is a world of one over its own NCCL communicator (ncclCommSplit).
+TEST_P(GpuNccl, SplitOfOneRankIsAWorkingCommunicator) {
+  const auto sub = nccl().split(5, 0);
+  EXPECT_EQ(sub->rank(), 0);
+  EXPECT_EQ(sub->world_size(), 1);
+  EXPECT_EQ(sub->device(), Device::cuda);
+  const Tensor t = Tensor::from_vector<float>({3}, {1, 2, 3}).to(Device::cuda);
+  sub->all_reduce(t, ReduceOp::mean);
+  sub->barrier();
+  EXPECT_EQ(t.to_vector<float>(), (std::vector<float>{1, 2, 3}));
+  EXPECT_THAT(error_of([&] { nccl().split(-1, 0); }), HasSubstr("color -1 is negative"));
+}
+
+// Reductions started on the side stream see what remoe's stream wrote before the start, and
+// remoe's stream sees their sums after wait_started() (with one rank a sum is the identity, so
+// a wrong order shows as the unscaled or stale values).
+TEST_P(GpuNccl, StartedReductionsAreOrderedWithRemoesStream) {
+  const Tensor x = random({100000}, DType::f32, 4).to(Device::cuda);
+  std::vector<Tensor> started;
+  for (int i = 1; i <= 3; ++i) {
+    started.push_back(ops::scale(x, double(i)));  // written by a kernel on remoe's stream
+    nccl().start_all_reduce(started.back(), i == 2 ? ReduceOp::mean : ReduceOp::sum);
+  }
+  nccl().wait_started();
+  nccl().wait_started();  // nothing started: no effect
+  const std::vector<float> want = x.to_vector<float>();
+  for (int i = 1; i <= 3; ++i) {
+    const std::vector<float> got = started[size_t(i - 1)].to_vector<float>();
+    for (size_t j = 0; j < want.size(); j += 997) ASSERT_EQ(got[j], want[j] * float(i)) << i;
+  }
+}
+
 TEST_P(GpuNccl, AllReduceMatchesThreads) {
   for (DType dtype : {DType::f32, DType::f64, DType::i32})
     for (const Shape& shape : {Shape{1000}, Shape{3, 5}, Shape{}, Shape{0, 4}})

@@ -153,9 +153,8 @@ TEST(DataParallelRun, ExpertParallelMustFitTheJob) {
   c.expert_parallel = 2;
   EXPECT_NE(error_of([&] { c.validate_world(3); }).find("does not divide the job's 3 ranks"),
             std::string::npos);
-  EXPECT_NE(error_of([&] { c.validate_world(4); }).find("are not built yet; use 1 or 4"),
-            std::string::npos);
   c.validate_world(2);
+  c.validate_world(4);  // two expert-parallel groups of 2, data-parallel copies of each other
   c.model.ffn = model::FfnKind::dense;
   EXPECT_NE(error_of([&] { c.validate(); }).find("a dense model has no experts"), std::string::npos);
 }
@@ -181,22 +180,28 @@ TEST(DataParallelRun, OneRankThroughTheReductionsIsBitIdenticalToOneProcess) {
   }
 }
 
-// Expert parallel (dist.expert_parallel = W): the same equivalence, the expert gradients being
-// the rank's slice of the one-process gradient; checkpoints hold whole tensors.
+// Expert parallel (dist.expert_parallel = P over W ranks: W / P groups of P ranks, each group
+// one copy of the experts): the same equivalence, the expert gradients being the rank's slice
+// (its place in its group) of the one-process gradient; checkpoints hold whole tensors.
 bool is_expert_weight(const std::string& name) {
   return name.find(".moe.w") != std::string::npos;  // w1, w3, w2; the router is replicated
 }
 
-class ExpertParallelRun : public ::testing::TestWithParam<int> {};
+struct Layout {
+  int world, expert_parallel;
+};
+
+class ExpertParallelRun : public ::testing::TestWithParam<Layout> {};
 
 TEST_P(ExpertParallelRun, EqualsOneProcessWithWTimesTheMicroBatches) {
-  const int world = GetParam();
+  const int world = GetParam().world, group = GetParam().expert_parallel;
   Sandbox box;
   TrainConfig c = box.config();  // E = 4
   c.steps = 5;
   c.eval_every = 5;
   c.eval_batches = 3;  // uneven over the ranks: the spare ranks still run a forward
-  c.expert_parallel = world;
+  c.expert_parallel = group;
+  c.bucket_mb = 0.002;  // several buckets, for the replicated and for the expert gradients
   c.run_dir = box.config().run_dir + "_ep";
   TrainConfig one = box.config();
   one.steps = c.steps;
@@ -228,10 +233,10 @@ TEST_P(ExpertParallelRun, EqualsOneProcessWithWTimesTheMicroBatches) {
       expect_same_step(a, b);
       for (size_t p = 0; p < ref.grads[s].size(); ++p) {
         const std::vector<float>&ga = t.grads[s][p], &gb = ref.grads[s][p];
-        size_t offset = 0;  // a sharded weight is rows [rank·L, (rank+1)·L) of the full one
+        size_t offset = 0;  // a sharded weight is rows [i·L, (i+1)·L) of the full one, i = r % P
         if (is_expert_weight(names[size_t(rank)][p])) {
-          ASSERT_EQ(ga.size() * size_t(world), gb.size()) << names[size_t(rank)][p];
-          offset = size_t(rank) * ga.size();
+          ASSERT_EQ(ga.size() * size_t(group), gb.size()) << names[size_t(rank)][p];
+          offset = size_t(rank % group) * ga.size();
           expert_params += s == 0 && rank == 0;
         } else {
           ASSERT_EQ(ga.size(), gb.size()) << names[size_t(rank)][p];
@@ -239,6 +244,12 @@ TEST_P(ExpertParallelRun, EqualsOneProcessWithWTimesTheMicroBatches) {
         for (size_t i = 0; i < ga.size(); ++i)
           ASSERT_LE(std::abs(ga[i] - gb[offset + i]), 1e-7 + 1e-4 * std::abs(gb[offset + i]))
               << names[size_t(rank)][p] << " element " << i;
+      }
+      // The copies of one block of experts (ranks r % P + k·P) hold the same gradient, bit for
+      // bit, and every rank the same replicated gradients.
+      if (rank >= group) {
+        EXPECT_EQ(t.grads[s], ep[size_t(rank % group)].grads[s]);
+        EXPECT_EQ(a.grad_norm, ep[0].steps[s].grad_norm);
       }
     }
   }
@@ -256,7 +267,12 @@ TEST_P(ExpertParallelRun, EqualsOneProcessWithWTimesTheMicroBatches) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(World, ExpertParallelRun, ::testing::Values(2, 4));
+INSTANTIATE_TEST_SUITE_P(Layouts, ExpertParallelRun,
+                         ::testing::Values(Layout{2, 2}, Layout{4, 4}, Layout{4, 2}),
+                         [](const ::testing::TestParamInfo<Layout>& info) {
+                           return "W" + std::to_string(info.param.world) + "_EP" +
+                                  std::to_string(info.param.expert_parallel);
+                         });
 
 // A SIGTERM on one rank stops every rank after the same step, with a checkpoint; the same
 // command then goes on as if nothing had happened.
