@@ -6,16 +6,24 @@
 # (`carry: [".device"]`, 64 MiB at most) and runs `bash .device/gpu_check.sh`. The binaries are
 # x86-64, built here with the CUDA objects for sm_90a. cuBLAS is not carried (libcublasLt alone
 # is 540 MB): the CUDA benchmarks dlopen the device's own libcublas.so.13 (bench/cuda_bench.cuh).
-#   scripts/device_bundle.sh [BUILD_DIR]    (default: build)
+# `.device/remoe ARGS` runs remoe with those libraries (and the device's NCCL) found.
+#   scripts/device_bundle.sh [--study] [BUILD_DIR]    (default: build)
+# --study packs remoe alone, with the four corpora of scripts/reproduce.sh in .device/data
+# (31 MB; 41 MB in all), instead of the tests and benchmarks: for the study's calls.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+STUDY=0
+if [ "${1:-}" = --study ]; then STUDY=1; shift; fi
 BUILD=${1:-build}
 [ -x "$BUILD/tests/gpu_tests" ] || { echo "device_bundle: $BUILD/tests/gpu_tests is missing: build with CUDA first (scripts/setup.sh on a machine with nvcc)" >&2; exit 1; }
 
 rm -rf .device
 mkdir -p .device/bin .device/lib .device/data
-cp "$BUILD/tests/gpu_tests" "$BUILD/train/remoe" .device/bin/
-for b in "$BUILD"/bench/*_bench; do [ -x "$b" ] && cp "$b" .device/bin/; done
+cp "$BUILD/train/remoe" .device/bin/
+if [ "$STUDY" = 0 ]; then
+  cp "$BUILD/tests/gpu_tests" .device/bin/
+  for b in "$BUILD"/bench/*_bench; do [ -x "$b" ] && cp "$b" .device/bin/; done
+fi
 # Debug info is most of their size and the carried folder is bounded: strip it (the CUDA
 # fatbins stay). Where a crash needs symbols, carry the unstripped binary alone.
 strip --strip-debug .device/bin/*
@@ -28,6 +36,25 @@ for bin in .device/bin/*; do
 done | sort -u | while read -r lib; do cp -L "$lib" .device/lib/; done
 cp scripts/gpu_check.sh scripts/bench_table.py .device/
 [ -f ../shared/data/tinyshakespeare.txt ] && cp ../shared/data/tinyshakespeare.txt .device/data/
+if [ "$STUDY" = 1 ]; then
+  for f in wiki100m.txt.xz code_c.txt.xz po.txt.xz; do
+    [ -f "../shared/data/$f" ] || { echo "device_bundle: --study needs ../shared/data/$f" >&2; exit 1; }
+    cp "../shared/data/$f" .device/data/
+  done
+fi
+# remoe with the bundle's libraries, and NCCL and cuBLAS wherever that machine keeps them (its
+# Python environment's nvidia/*/lib; looked up once, then cached in .device/.libpath).
+cat > .device/remoe <<'WRAPPER'
+#!/usr/bin/env bash
+HERE=$(cd "$(dirname "$0")" && pwd)
+if [ ! -f "$HERE/.libpath" ]; then
+  find / -path /proc -prune -o \( -name 'libnccl.so*' -o -name 'libcublas.so*' \) -print 2>/dev/null |
+    xargs -r -n1 dirname | sort -u | tr '\n' ':' > "$HERE/.libpath"
+fi
+export LD_LIBRARY_PATH="$HERE/lib:$(cat "$HERE/.libpath")${LD_LIBRARY_PATH:-}"
+exec "$HERE/bin/remoe" "$@"
+WRAPPER
+chmod +x .device/remoe
 # A tree with uncommitted changes is recorded as HEAD-dirty: the results must not name a commit
 # that did not hold the code they measured.
 commit=$(git rev-parse HEAD 2>/dev/null || echo unknown)

@@ -5,7 +5,13 @@
 #
 #   scripts/reproduce.sh [--dry-run] [STAGE ...]
 #
-# STAGE is one of data, train, eval, analyze, plot, report (default: all six, in that order).
+# STAGE is one of data, train, eval, analyze, plot, report (default: all six, in that order),
+# or pack / unpack, which carry runs between machines (scripts/study_pack.py): pack writes
+# $PACK_DIR/study_NAME.tar.xz per run of STUDY_RUNS (its config, thinned metrics, flips, eval
+# and analysis JSON: what plot and report read), unpack extracts every $PACK_DIR/study_*.tar.xz
+# into place. On the lent GPU machine, which keeps nothing between sessions:
+#   STUDY_RUNS="dense topk_e8" PACK_DIR=$OUT scripts/reproduce.sh data train eval analyze pack
+# then here, with the returned packs in docs/reproduction/packs: unpack plot report.
 # Every stage skips what is already done, so running the script again after an interruption (or
 # a device's time limit) continues: `remoe train` resumes from a run's newest checkpoint and
 # returns at once for a finished run; eval and analyze outputs that exist are kept.
@@ -14,9 +20,12 @@
 # (started afresh when all stages run), which the report quotes.
 #
 # Environment:
-#   REMOE_BIN        the remoe binary (default: build/train/remoe, else .device/remoe)
+#   REMOE_BIN        the remoe binary (default: build/train/remoe, else .device/remoe, the
+#                    bundle of scripts/device_bundle.sh)
 #   REMOE_DATA       the corpora of ../shared/data/README.md (default ../shared/data, else
-#                    .data/shared: on a machine without ../shared, carry the .xz files there)
+#                    .data/shared, else .device/data: on a machine without ../shared, carry
+#                    the .xz files there; device_bundle.sh --study puts them in .device/data)
+#   PACK_DIR         where pack writes and unpack reads (default docs/reproduction/packs)
 #   RESULTS          where the committed JSON and PNG go (default docs/reproduction)
 #   PYTHON           a Python with matplotlib for the plots (default .venv-plot/bin/python, else
 #                    python3); the report needs only Python >= 3.11
@@ -35,9 +44,9 @@ STAGES=()
 for a in "$@"; do
   case "$a" in
     --dry-run) DRY=1 ;;
-    data|train|eval|analyze|plot|report) STAGES+=("$a") ;;
+    data|train|eval|analyze|plot|report|pack|unpack) STAGES+=("$a") ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-    *) echo "reproduce.sh: unknown argument '$a' (stages: data train eval analyze plot report)" >&2; exit 2 ;;
+    *) echo "reproduce.sh: unknown argument '$a' (stages: data train eval analyze plot report pack unpack)" >&2; exit 2 ;;
   esac
 done
 ALL=0
@@ -51,8 +60,11 @@ ANALYZE_TOKENS=${ANALYZE_TOKENS:-1048576}
 TRAIN_OVERRIDES=${TRAIN_OVERRIDES:-}
 if [ -z "${REMOE_DATA:-}" ]; then
   REMOE_DATA=../shared/data
-  [ -e "$REMOE_DATA/wiki100m.txt.xz" ] || [ ! -d .data/shared ] || REMOE_DATA=.data/shared
+  for d in .data/shared .device/data; do
+    [ -e "$REMOE_DATA/wiki100m.txt.xz" ] || [ ! -e "$d/wiki100m.txt.xz" ] || REMOE_DATA=$d
+  done
 fi
+PACK_DIR=${PACK_DIR:-docs/reproduction/packs}
 if [ -z "${REMOE_BIN:-}" ]; then
   REMOE_BIN=build/train/remoe
   [ -x "$REMOE_BIN" ] || [ ! -x .device/remoe ] || REMOE_BIN=.device/remoe
@@ -201,6 +213,24 @@ stage_report() {
   local dirs=()
   for n in $RUNS_LIST; do dirs+=("runs/study/$n"); done
   run "$PYTHON" scripts/study_report.py --runs "${dirs[@]}" --results "$RESULTS" --out docs/REPRODUCTION.md
+}
+
+stage_pack() {
+  local have=()
+  for n in $RUNS_LIST; do
+    if [ "$DRY" = 1 ] || [ -f "runs/study/$n/metrics.jsonl" ]; then have+=("$n")
+    else echo "reproduce.sh: pack: runs/study/$n has no metrics.jsonl: skipped (not trained here)"; fi
+  done
+  [ ${#have[@]} -eq 0 ] ||
+    run python3 scripts/study_pack.py pack --out "$PACK_DIR" --results "$RESULTS" "${have[@]}"
+}
+
+stage_unpack() {
+  local packs=()
+  for f in "$PACK_DIR"/study_*.tar.xz; do [ -f "$f" ] && packs+=("$f"); done
+  [ ${#packs[@]} -gt 0 ] || [ "$DRY" = 1 ] ||
+    { echo "reproduce.sh: unpack: no $PACK_DIR/study_*.tar.xz" >&2; exit 1; }
+  [ ${#packs[@]} -eq 0 ] || run python3 scripts/study_pack.py unpack "${packs[@]}"
 }
 
 for s in "${STAGES[@]}"; do

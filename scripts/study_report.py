@@ -220,8 +220,10 @@ weights make the difference; `remoe train --config configs/study/NAME.toml --dry
 4 KV heads, SwiGLU 2048, every layer MoE, RoPE base 1e6, init std 0.01, untied embeddings, over
 bytes (vocabulary 256), sequence 1024. A third of the paper's smallest model (768 × 12): the size
 at which a run of ~82M tokens takes minutes on one H200 — 240 MFLOP per token for training
-(6·N + attention), 19.7 PFLOP per run: about 3 minutes at a sustained 100 TFLOP/s (an
-assumption: the GPU path has not been measured yet).
+(6·N + attention), 19.7 PFLOP per run. `configs/small.toml`, the same backbone with E = 8 and
+the same 32K tokens a step, ran at 345K (ReLU) and 414K (TopK) tokens/s over 30 steps on an
+H200 (bench/results/2026-11-23_h200_gpu_check_c7d61af.json): about 4 minutes per E = 8 run,
+longer at E = 32 and for ReMoE's dense first steps.
 
 **Data**: wiki100m as bytes with the corpus's own split: the first 90,000,000 bytes train, the
 next 5,000,000 validation, the last 5,000,000 test (`scripts/reproduce.sh` writes them to
@@ -284,8 +286,9 @@ def commands_block(results):
 def not_run_document(results):
     return f"""# Reproduction: ReMoE against TopK at small scale
 
-**Status: the study has not been run yet.** The trainer's GPU path has not run on a GPU yet,
-and the runs are sized for one H200; no number or figure below is a result. When the runs have been made,
+**Status: the study has not been run yet.** The trainer's GPU path has run on an H200 (its
+`gpu` suite passes; bench/results/), but no session with a GPU has had the half hour or more of
+device time the seven runs take; no number or figure below is a result. When the runs have been made,
 `scripts/reproduce.sh` regenerates this document with `scripts/study_report.py` from the JSON it
 writes to docs/reproduction/: the bits-per-byte table, the loss curves, λ and sparsity over the
 first 400 steps, the domain × expert heatmaps, the rare-vs-common plot, and plain answers to the
@@ -305,7 +308,23 @@ scripts/reproduce.sh --dry-run  # the commands, without running them
 ```
 
 `TRAIN_OVERRIDES="--train.steps=1200"` shortens every run to fit a time budget (the report reads
-each run's resolved config). The commands it will run (`scripts/reproduce.sh --dry-run`):
+each run's resolved config).
+
+**On the lent GPU machine** (the device tool: 10 minutes a command, 30 of device time a session,
+nothing kept between sessions, a few files back from each command), a run's checkpoints never
+leave it, so each command trains, evaluates and analyses its runs there and packs what the
+report reads into one file per run. Here: `scripts/device_bundle.sh --study` (remoe and the
+corpora in .device/, 41 MB); then on the device, with `carry: [".device"]`, about two E = 8 runs
+a command:
+
+```sh
+STUDY_RUNS="topk_e8 remoe_e8" PACK_DIR=$OUT scripts/reproduce.sh data train eval analyze pack
+```
+
+and here, with the returned `study_*.tar.xz` in docs/reproduction/packs/ (commit them: the
+runs of a later session join them there), `scripts/reproduce.sh unpack plot report`.
+
+The commands it will run (`scripts/reproduce.sh --dry-run`):
 
 {commands_block(results)}"""
 
