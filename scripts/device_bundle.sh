@@ -7,13 +7,18 @@
 # x86-64, built here with the CUDA objects for sm_90a. cuBLAS is not carried (libcublasLt alone
 # is 540 MB): the CUDA benchmarks dlopen the device's own libcublas.so.13 (bench/cuda_bench.cuh).
 # `.device/remoe ARGS` runs remoe with those libraries (and the device's NCCL) found.
-#   scripts/device_bundle.sh [--study] [BUILD_DIR]    (default: build)
+#   scripts/device_bundle.sh [--study | --wiki] [BUILD_DIR]    (default: build)
 # --study packs remoe alone, with the four corpora of scripts/reproduce.sh in .device/data
 # (31 MB; 41 MB in all), instead of the tests and benchmarks: for the study's calls.
+# --wiki adds wiki100m.txt.xz (26 MB; 58 MB in all) to the whole bundle, for gpu_check.sh's
+# "small" and "routers" parts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-STUDY=0
-if [ "${1:-}" = --study ]; then STUDY=1; shift; fi
+STUDY=0 WIKI=0
+case "${1:-}" in
+  --study) STUDY=1; shift ;;
+  --wiki) WIKI=1; shift ;;
+esac
 BUILD=${1:-build}
 [ -x "$BUILD/tests/gpu_tests" ] || { echo "device_bundle: $BUILD/tests/gpu_tests is missing: build with CUDA first (scripts/setup.sh on a machine with nvcc)" >&2; exit 1; }
 
@@ -36,9 +41,12 @@ for bin in .device/bin/*; do
 done | sort -u | while read -r lib; do cp -L "$lib" .device/lib/; done
 cp scripts/gpu_check.sh scripts/bench_table.py .device/
 [ -f ../shared/data/tinyshakespeare.txt ] && cp ../shared/data/tinyshakespeare.txt .device/data/
-if [ "$STUDY" = 1 ]; then
-  for f in wiki100m.txt.xz code_c.txt.xz po.txt.xz; do
-    [ -f "../shared/data/$f" ] || { echo "device_bundle: --study needs ../shared/data/$f" >&2; exit 1; }
+corpora=()
+[ "$STUDY" = 1 ] && corpora=(wiki100m.txt.xz code_c.txt.xz po.txt.xz)
+[ "$WIKI" = 1 ] && corpora=(wiki100m.txt.xz)
+if [ ${#corpora[@]} -gt 0 ]; then
+  for f in "${corpora[@]}"; do
+    [ -f "../shared/data/$f" ] || { echo "device_bundle: ../shared/data/$f is missing" >&2; exit 1; }
     cp "../shared/data/$f" .device/data/
   done
 fi

@@ -15,8 +15,11 @@
 #   peer.json         check_equivalence.py's reports (ReMoE and TopK) and bench_e2e.py's
 #   memcheck.txt, racecheck.txt, log.txt   the sanitizers' output; everything printed
 # and ends with `N passed, N failed`. Copy the JSON files into bench/results/ and commit them.
-# GPU_CHECK_PARTS (default "tests train bench peer sanitizers"; peer = equivalence throughput)
-# runs only the parts it names (PEER_IMPLS, default remoe,eager,compile, narrows throughput,
+# GPU_CHECK_PARTS (default "tests train bench peer sanitizers"; peer = equivalence throughput;
+# two more need wiki100m in the bundle, scripts/device_bundle.sh --wiki, and are asked for by
+# name: "small", configs/small.toml trained whole on the GPU, about 8 minutes, and "routers",
+# every router on the small config for 200 steps, about 5 minutes; their summaries go into
+# gpu_check.json's "runs") runs only the parts it names (PEER_IMPLS, default remoe,eager,compile, narrows throughput,
 # PEER_CONFIG and PEER_SET change its config;
 # SANITIZER_FILTER, a gtest filter, replaces the sanitizers' default set of tests),
 # e.g. to split a run over several commands (all of it takes longer than one command's 10
@@ -85,6 +88,95 @@ if [[ $parts == *" train "* ]]; then
       --train.device="$dev" --log.run_dir="$runs/$run" --log.every=50 > "$runs/$run.log" 2>&1
     echo "gpu_check: remoe train $run exited $? after $(( $(date +%s) - start )) s"
     tail -n 4 "$runs/$run.log"
+  done
+fi
+
+# wiki100m as text, decompressed once from the bundle's .xz (scripts/device_bundle.sh --wiki).
+wiki_text() {
+  local xz="$HERE/data/wiki100m.txt.xz" txt="$HERE/data/wiki100m.txt"
+  if [ ! -f "$txt" ]; then
+    [ -f "$xz" ] || { echo "gpu_check: $xz is missing: bundle with scripts/device_bundle.sh --wiki" >&2; return 1; }
+    python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' \
+      "$xz" "$txt.tmp" && mv "$txt.tmp" "$txt" || return 1
+  fi
+  echo "$txt"
+}
+# Summaries of longer runs (scripts/run_summary.py), merged into gpu_check.json below. Their
+# run directories live in .device/runs: a later command on the still-warm machine resumes a run
+# its predecessor's timeout stopped (SIGTERM: remoe saves a checkpoint and exits).
+summaries=$(mktemp -d)
+summarize() {  # NAME RUN_DIR
+  python3 "$ROOT/scripts/run_summary.py" "$2" > "$summaries/$1.json" ||
+    echo "{\"error\": \"no summary of $2\"}" > "$summaries/$1.json"
+  echo "gpu_check: $1: $(cat "$summaries/$1.json")"
+}
+
+# SMALL_CONFIG (default configs/small.toml) replaces the config of both parts below, to try
+# their plumbing on a machine where the small config is too slow (configs/tiny.toml).
+small_config=${SMALL_CONFIG:-configs/small.toml}
+
+# The CUDA backend's acceptance: configs/small.toml (d 512, 8 layers, E 8, 32K tokens a step,
+# 5000 steps: about 8 minutes on an H200) trained on the GPU, its sparsity against 1 − k/E
+# ± 0.02; then SMALL_CPU_STEPS (default 3) steps of it as a run of its own on the GPU (bf16) and
+# on the CPU (f32), whose losses gpu_check.json puts side by side. SMALL_STEPS shortens the
+# whole run; SMALL_TIMEOUT (default 540 s) bounds it.
+if [[ $parts == *" small "* ]] && wiki=$(wiki_text); then
+  start=$(date +%s)
+  timeout "${SMALL_TIMEOUT:-540}" "$HERE/bin/remoe" train --config "$ROOT/$small_config" \
+    --data.path="$wiki" --log.run_dir="$HERE/runs/small" --log.every=250 \
+    ${SMALL_STEPS:+--train.steps=$SMALL_STEPS} > "$HERE/runs.small.log" 2>&1
+  echo "gpu_check: small on the GPU exited $? after $(( $(date +%s) - start )) s"
+  tail -n 3 "$HERE/runs.small.log"
+  summarize small "$HERE/runs/small"
+  # The first steps on both devices, with the same (short) schedule: the learning rate of a
+  # step depends on train.steps.
+  for dev in cuda cpu; do
+    start=$(date +%s)
+    timeout 300 "$HERE/bin/remoe" train --config "$ROOT/$small_config" --data.path="$wiki" \
+      --train.device=$dev --train.steps="${SMALL_CPU_STEPS:-3}" --eval.batches=1 \
+      --log.run_dir="$HERE/runs/small_first_$dev" > "$HERE/runs.small_first_$dev.log" 2>&1
+    echo "gpu_check: small, first ${SMALL_CPU_STEPS:-3} steps on $dev, exited $? after $(( $(date +%s) - start )) s"
+  done
+  python3 - "$HERE/runs/small_first_cuda/metrics.jsonl" "$HERE/runs/small_first_cpu/metrics.jsonl" \
+    > "$summaries/small_vs_cpu.json" <<'PY'
+import json, sys
+try:
+    gpu, cpu = ({r["step"]: r["loss"] for r in map(json.loads, open(f))} for f in sys.argv[1:])
+except (OSError, ValueError, KeyError) as e:
+    print(json.dumps({"error": f"no readable metrics ({e})"}))
+    sys.exit()
+both = sorted(set(gpu) & set(cpu))
+print(json.dumps({"steps": both, "gpu_bf16": [gpu[s] for s in both], "cpu_f32": [cpu[s] for s in both],
+                  "max_abs_diff": max((abs(gpu[s] - cpu[s]) for s in both), default=None)}))
+PY
+  echo "gpu_check: small, GPU vs CPU: $(cat "$summaries/small_vs_cpu.json")"
+fi
+
+# Every router and router option of model/README.md's table on the small config, ROUTER_STEPS
+# (default 200) steps each, with its metrics (load per expert, dropped tokens, z-loss, biases).
+router_variants=(
+  "relu:--model.router=relu"
+  "relu_plain_l1:--model.router=relu --model.l1=plain"
+  "topk:--model.router=topk"
+  "topk_renormalize:--model.router=topk --model.renormalize=true"
+  "topk_z_loss:--model.router=topk --model.z_loss_coeff=1e-3"
+  "topk_capacity_probs:--model.router=topk --model.capacity_factor=1.0"
+  "topk_capacity_position:--model.router=topk --model.capacity_factor=1.25 --model.drop_policy=position"
+  "topk_expert_bias:--model.router=topk --model.expert_bias=true --model.bias_update_rate=1e-3"
+  "topk_warmup:--model.router=topk --model.k_warm=4 --model.warm_steps=50"
+  "expert_choice:--model.router=expert_choice"
+  "hash:--model.router=hash"
+)
+if [[ $parts == *" routers "* ]] && wiki=$(wiki_text); then
+  for v in "${router_variants[@]}"; do
+    name=${v%%:*}
+    start=$(date +%s)
+    # shellcheck disable=SC2086  # the overrides are a list of arguments
+    timeout 120 "$HERE/bin/remoe" train --config "$ROOT/$small_config" --data.path="$wiki" \
+      ${v#*:} --train.steps="${ROUTER_STEPS:-200}" --eval.every=0 --eval.batches=4 \
+      --checkpoint.every=0 --log.run_dir="$HERE/runs/router_$name" > "$HERE/runs.router_$name.log" 2>&1
+    echo "gpu_check: router $name exited $? after $(( $(date +%s) - start )) s"
+    summarize "router_$name" "$HERE/runs/router_$name"
   done
 fi
 
@@ -164,9 +256,10 @@ if [[ $parts == *" sanitizers "* ]]; then
 fi
 echo "gpu_check: memcheck $memcheck, racecheck $racecheck"
 
-python3 - "$OUT" "$commit" "${device:-}" "${driver:-}" "$memcheck" "$racecheck" "$parts" "$runs" <<'PY'
-import json, sys
-out, commit, device, driver, memcheck, racecheck, parts, runs = sys.argv[1:]
+python3 - "$OUT" "$commit" "${device:-}" "${driver:-}" "$memcheck" "$racecheck" "$parts" "$runs" \
+  "$summaries" <<'PY'
+import json, pathlib, sys
+out, commit, device, driver, memcheck, racecheck, parts, runs, summaries = sys.argv[1:]
 train, losses = {}, {}
 for run in ("cuda", "cuda_tiled", "cpu") if "train" in parts.split() else ():
     try:
@@ -217,12 +310,18 @@ if "equivalence" in parts.split() or "throughput" in parts.split():
     except (OSError, ValueError) as e:
         peer["error"] = f"no readable peer.json ({e})"
     print(f"gpu_check: peer: {peer}")
+runs_summary = {}
+for f in sorted(pathlib.Path(summaries).glob("*.json")):
+    try:
+        runs_summary[f.stem] = json.loads(f.read_text())
+    except ValueError as e:
+        runs_summary[f.stem] = {"error": f"unreadable summary ({e})"}
 json.dump({"device": device, "driver": driver, "commit": commit,
            "gpu_tests": {"passed": passed, "failed": failed, "skipped": skipped},
            "train": train, "benchmarks": bench, "peer": peer,
-           "memcheck": memcheck, "racecheck": racecheck},
+           "memcheck": memcheck, "racecheck": racecheck, "runs": runs_summary},
           open(f"{out}/gpu_check.json", "w"), indent=2)
 print(f"{passed} passed, {failed} failed")
 PY
-rm -rf "$runs"
+rm -rf "$runs" "$summaries"
 [ $suite_rc -eq 0 ]

@@ -36,12 +36,12 @@ PAPER_STAGE3_FROM = 100  # the paper's Stage III statistics start at step 100
 
 # --- summaries of a run directory --------------------------------------------------------------
 
-def sparsity_summary(records, target):
-    """The step sparsity against its target: the first step within ±SETTLE_TOL (the end of
-    Stages I and II), and from then on (and from step 100, the paper's choice) mean, std, the
-    largest deviation and the share of steps within ±SETTLE_TOL."""
+def sparsity_summary(records, target, tol=SETTLE_TOL):
+    """The step sparsity against its target: the first step within ±tol (the end of Stages I
+    and II), and from then on (and from step 100, the paper's choice) mean, std, the largest
+    deviation and the share of steps within ±tol."""
     pts = [(r["step"], r["sparsity"]) for r in records if plot._is_number(r.get("sparsity"))]
-    settle = next((s for s, v in pts if abs(v - target) <= SETTLE_TOL + 1e-12), None)
+    settle = next((s for s, v in pts if abs(v - target) <= tol + 1e-12), None)
 
     def stats(from_step):
         vals = [v for s, v in pts if from_step is not None and s >= from_step]
@@ -50,9 +50,9 @@ def sparsity_summary(records, target):
         dev = [abs(v - target) for v in vals]
         return {"from_step": from_step, "steps": len(vals), "mean": statistics.fmean(vals),
                 "std": statistics.pstdev(vals), "max_abs_dev": max(dev),
-                "within_tol": sum(d <= SETTLE_TOL + 1e-12 for d in dev) / len(dev)}
+                "within_tol": sum(d <= tol + 1e-12 for d in dev) / len(dev)}
 
-    return {"target": target, "tolerance": SETTLE_TOL, "settle_step": settle,
+    return {"target": target, "tolerance": tol, "settle_step": settle,
             "after_settle": stats(settle), "from_step_100": stats(PAPER_STAGE3_FROM)}
 
 

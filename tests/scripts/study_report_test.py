@@ -24,6 +24,7 @@ if sys.version_info < (3, 11):
 sys.path.insert(0, str(SCRIPTS))
 import plot  # noqa: E402
 import plot_analysis  # noqa: E402
+import run_summary  # noqa: E402
 import study_report  # noqa: E402
 
 
@@ -126,6 +127,27 @@ class Readers(unittest.TestCase):
         never = study_report.sparsity_summary([{"step": 1, "sparsity": 0.1}], 0.75)
         self.assertIsNone(never["settle_step"])
         self.assertIsNone(never["after_settle"])
+
+    def test_run_summary_reads_losses_sparsity_and_the_router_metrics(self):
+        d = write_run(self.dir / "r", steps=30, target=0.75)
+        # The last step also logs what the TopK options add.
+        lines = (d / "metrics.jsonl").read_text().splitlines()
+        last = json.loads(lines[-1])
+        last.update(expert_load=[[0.5, 0.25, 0.25, 0.0]], dropped_fraction=[0.1], z_loss=0.02,
+                    router_bias=[[0.003, -0.001, 0.0, -0.002]])
+        lines[-1] = json.dumps(last)
+        (d / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+        got = run_summary.summarize(d, 0.02)
+        self.assertEqual((got["steps"], got["loss_first"], got["loss_last"]), (30, 2.99, 2.7))
+        self.assertEqual(got["val_loss"], [[10, 2.0], [20, 2.0], [30, 2.0]])
+        self.assertEqual(got["sparsity"]["target"], 0.75)
+        self.assertEqual(got["sparsity"]["tolerance"], 0.02)
+        self.assertEqual(got["sparsity"]["settle_step"], 10)  # step 9 logs 0.675
+        self.assertEqual(got["expert_load_last"], {"max": 0.5, "min": 0.0})
+        self.assertEqual(got["dropped_fraction_mean"], 0.1)
+        self.assertEqual(got["z_loss_last"], 0.02)
+        self.assertEqual(got["router_bias_last"], {"max": 0.003, "min": -0.002})
+        self.assertIn("not a directory", self.error(run_summary.summarize, self.dir / "none", 0.02))
 
     def test_dry_run_parameters_are_read(self):
         p = self.dir / "dryrun_x.txt"
