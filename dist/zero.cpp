@@ -30,7 +30,9 @@ ShardedAdamW::ShardedAdamW(Communicator& comm, std::vector<Tensor> params, std::
 
 void ShardedAdamW::move_to(Device device) {
   if (device == device_) return;
-  REMOE_CHECK(device == comm_.device(), "ShardedAdamW: the parameters go to the ",
+  // Single (a world of one) copies between any devices; the others gather where they work.
+  REMOE_CHECK(device == comm_.device() || dynamic_cast<const Single*>(&comm_) != nullptr,
+              "ShardedAdamW: the parameters go to the ",
               device_name(device), ", but the communicator gathers ", device_name(comm_.device()),
               " tensors (ZeRO-1 on GPUs needs the NCCL communicator)");
   for (Tensor* t : {&m_, &v_, &mine_, &all_}) t->move_to(device);

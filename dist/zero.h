@@ -9,9 +9,11 @@
 // Costs: one all-gather of the N parameters per step on top of the gradients' all-reduce (a
 // reduce-scatter in place of the all-reduce would save half of that; not done). Parameters
 // are f32, built on the CPU; move_to takes the moments to the run's device (the GPU, with the
-// NCCL communicator) when the parameters go there. Checkpoints hold whole moments:
-// gather_state() rebuilds "<name>.m" and "<name>.v" (on the CPU) as the unsharded optimizer
-// names them.
+// NCCL communicator, or a Single, which copies between any devices) when the parameters go
+// there. The trainer keeps one per set of ranks that share parameters (with expert
+// parallelism: the job for the replicated ones, an expert block's replicas for it).
+// Checkpoints hold whole moments: gather_state() rebuilds "<name>.m" and "<name>.v" (on the
+// CPU) as the unsharded optimizer names them.
 #pragma once
 
 #include <cstdint>

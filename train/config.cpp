@@ -203,7 +203,7 @@ const std::vector<Option>& options() {
       option<&C::expert_parallel>("dist.expert_parallel",
                                   "ranks sharing one copy of the experts (E / it experts each)"),
       option<&C::bucket_mb>("dist.bucket_mb", "MiB of gradients all-reduced at once (data parallel)"),
-      option<&C::zero1>("dist.zero1", "shard AdamW's moments over the ranks (ZeRO-1, data parallel)"),
+      option<&C::zero1>("dist.zero1", "shard AdamW's moments over the ranks that share their parameters (ZeRO-1)"),
 
       option<&C::run_dir>("log.run_dir", "output directory (metrics, config, checkpoints)"),
       option<&C::log_every>("log.every", "steps between console lines"),
@@ -645,9 +645,6 @@ void TrainConfig::validate() const {
               "dist.expert_parallel = ", expert_parallel, " does not divide the ",
               model.experts(), " experts (model.n_experts ", model.n_experts, " x model.granularity ",
               model.granularity, ") evenly: every rank must hold the same number of experts");
-  REMOE_CHECK(!zero1 || expert_parallel == 1, "dist.zero1 = true with dist.expert_parallel = ",
-              expert_parallel, ": sharding the optimizer under expert parallelism is not built ",
-              "yet; use one or the other");
   REMOE_CHECK(std::isfinite(bucket_mb) && bucket_mb > 0,
               "dist.bucket_mb must be positive and finite, got ", bucket_mb);
   REMOE_CHECK(!run_dir.empty(), "log.run_dir must not be empty");

@@ -12,6 +12,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <numbers>
 #include <mutex>
 #include <optional>
@@ -270,6 +271,93 @@ struct Sharding {
   }
 };
 
+// ZeRO-1 (dist.zero1): AdamW's moments sharded over the ranks that share their parameters
+// (dist/zero.h), so each moment lives on one of them. Without expert parallelism one
+// ShardedAdamW over the job holds every parameter's. With it, one over the job holds the
+// replicated parameters' and one over the expert block's replicas (ranks r mod P + k·P; a
+// world of one when P = W) holds the rank's experts'. Checkpoints hold whole moments either
+// way, named and ordered as the unsharded optimizer's (m of every parameter, then v).
+class Zero1 {
+ public:
+  // replicated and experts: the parameters in params' order (experts empty without expert
+  // parallelism); blocks: how expert tensors are sharded (Sharding::comm null without).
+  Zero1(dist::Communicator& job, dist::Communicator* replicas, const std::vector<Tensor>& params,
+        const std::vector<Tensor>& replicated, const std::vector<Tensor>& experts,
+        const Sharding& blocks)
+      : main_(job, replicated, decay_of(replicated)) {
+    for (const char* suffix : {".m", ".v"})
+      for (const Tensor& p : params) order_.push_back(p.name() + suffix);
+    if (experts.empty()) return;
+    experts_.emplace(replicas ? *replicas : alone_, experts, decay_of(experts));
+    blocks_ = blocks;
+    blocks_.sharded.assign(2 * experts.size(), true);  // every moment of an expert
+  }
+
+  void step(const cpu::AdamWHyper& hyper, int64_t step) {
+    main_.step(hyper, step);
+    if (experts_) experts_->step(hyper, step);
+  }
+  void move_to(Device device) {
+    main_.move_to(device);
+    if (experts_) experts_->move_to(device);
+  }
+
+  // Whole moments (collectives over the job and, with experts, over their group).
+  std::vector<Tensor> gather_state() const {
+    std::vector<Tensor> all = main_.gather_state();
+    if (experts_) {
+      std::vector<Tensor> local = experts_->gather_state();  // (L, ...) on the CPU
+      const Device dev = blocks_.comm->device();
+      for (Tensor& t : local)
+        if (dev != Device::cpu) t = t.to(dev).set_name(t.name());
+      for (const Tensor& t : blocks_.gather(local)) all.push_back(t);
+    }
+    return in_order(all);
+  }
+  // Zero tensors of the whole moments' names and shapes, to load a checkpoint into.
+  std::vector<Tensor> empty_state() const {
+    std::vector<Tensor> all = main_.empty_state();
+    if (experts_)
+      for (const Tensor& t : blocks_.full_like(experts_->empty_state())) all.push_back(t);
+    return in_order(all);
+  }
+  // Keeps this rank's share of whole moments laid out as empty_state() returns them.
+  void load_state(const std::vector<Tensor>& full) {
+    std::map<std::string, Tensor> by_name;
+    for (const Tensor& t : full) by_name.emplace(t.name(), t);
+    const auto pick = [&](const std::vector<Tensor>& like) {
+      std::vector<Tensor> out;
+      for (const Tensor& t : like) out.push_back(by_name.at(t.name()));
+      return out;
+    };
+    main_.load_state(pick(main_.empty_state()));
+    if (!experts_) return;
+    const std::vector<Tensor> local = experts_->empty_state();
+    blocks_.keep_slices(local, pick(local));
+    experts_->load_state(local);
+  }
+
+ private:
+  static std::vector<bool> decay_of(const std::vector<Tensor>& ps) {
+    std::vector<bool> d;  // AdamW's weight decay: none on 1-D parameters (norms)
+    for (const Tensor& p : ps) d.push_back(p.ndim() >= 2);
+    return d;
+  }
+  std::vector<Tensor> in_order(const std::vector<Tensor>& ts) const {
+    std::map<std::string, Tensor> by_name;
+    for (const Tensor& t : ts) by_name.emplace(t.name(), t);
+    std::vector<Tensor> out;
+    for (const std::string& n : order_) out.push_back(by_name.at(n));
+    return out;
+  }
+
+  dist::Single alone_;  // the experts' replicas when there are none; before the optimizers
+  dist::ShardedAdamW main_;
+  std::optional<dist::ShardedAdamW> experts_;
+  Sharding blocks_;
+  std::vector<std::string> order_;
+};
+
 }  // namespace
 
 bool may_change_on_resume(std::string_view key) {
@@ -378,11 +466,13 @@ RunResult run_training(const TrainConfig& config_in, dist::Communicator& comm,
     if (i < replicated.size()) buckets->ready(i);
     else expert_buckets->ready(i - replicated.size());
   };
-  // ZeRO-1: each rank keeps AdamW's moments for its slice of the parameters (dist/zero.h).
-  std::optional<dist::ShardedAdamW> zero;
   std::vector<bool> decay;  // AdamW's weight decay: none on 1-D parameters (norms)
   for (const Tensor& p : params) decay.push_back(p.ndim() >= 2);
-  if (c.zero1 && reduce) zero.emplace(comm, params, decay);
+  // ZeRO-1: each rank keeps AdamW's moments for its share of the parameters.
+  std::optional<Zero1> zero;
+  if (c.zero1 && reduce)
+    zero.emplace(comm, expert_replicas.get(), params, ep.enabled() ? replicated : params, sharded,
+                 sharding);
   int64_t start = 0;
 
   if (lead) fs::create_directories(c.run_dir);
