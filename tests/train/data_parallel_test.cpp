@@ -309,6 +309,24 @@ TEST(ExpertParallelRun, ASignalStopsEveryRankAndTheResumeGoesOnAsIfUninterrupted
 // ZeRO-1 (dist.zero1): the moments sharded over the ranks change nothing but memory — AdamW
 // treats every element alone — so the run is bit for bit the unsharded data-parallel run, and
 // its checkpoint holds the same whole moments.
+// Two runs' checkpoints of `step`: the same tensors, in the same order, bit for bit.
+void expect_same_checkpoint(const std::string& run_a, const std::string& run_b, int step) {
+  const auto ckpt = [&](const std::string& run) {
+    char dir[32];
+    std::snprintf(dir, sizeof dir, "step_%08d", step);
+    return load_checkpoint((std::filesystem::path(run) / "checkpoints" / dir).string());
+  };
+  const Checkpoint a = ckpt(run_a), b = ckpt(run_b);
+  ASSERT_EQ(a.optimizer.size(), b.optimizer.size());
+  for (size_t i = 0; i < a.optimizer.size(); ++i) {
+    EXPECT_EQ(b.optimizer[i].name(), a.optimizer[i].name());
+    EXPECT_EQ(b.optimizer[i].to_vector<float>(), a.optimizer[i].to_vector<float>()) << a.optimizer[i].name();
+  }
+  ASSERT_EQ(a.model.size(), b.model.size());
+  for (size_t i = 0; i < a.model.size(); ++i)
+    EXPECT_EQ(b.model[i].to_vector<float>(), a.model[i].to_vector<float>()) << a.model[i].name();
+}
+
 class Zero1 : public ::testing::TestWithParam<int> {};
 
 TEST_P(Zero1, IsBitForBitTheUnshardedDataParallelRun) {
@@ -330,18 +348,7 @@ TEST_P(Zero1, IsBitForBitTheUnshardedDataParallelRun) {
       EXPECT_EQ(zero[size_t(rank)].grads[s], dp[0].grads[s]) << "rank " << rank << " step " << s + 1;
     }
   }
-  const auto ckpt = [&](const std::string& suffix) {
-    return load_checkpoint((std::filesystem::path(box.config().run_dir + suffix) / "checkpoints" /
-                            "step_00000005").string());
-  };
-  const Checkpoint a = ckpt("_dp"), b = ckpt("_zero1");
-  ASSERT_EQ(a.optimizer.size(), b.optimizer.size());
-  for (size_t i = 0; i < a.optimizer.size(); ++i) {
-    EXPECT_EQ(b.optimizer[i].name(), a.optimizer[i].name());
-    EXPECT_EQ(b.optimizer[i].to_vector<float>(), a.optimizer[i].to_vector<float>()) << a.optimizer[i].name();
-  }
-  for (size_t i = 0; i < a.model.size(); ++i)
-    EXPECT_EQ(b.model[i].to_vector<float>(), a.model[i].to_vector<float>()) << a.model[i].name();
+  expect_same_checkpoint(box.config().run_dir + "_dp", box.config().run_dir + "_zero1", 5);
 }
 
 INSTANTIATE_TEST_SUITE_P(World, Zero1, ::testing::Values(2, 3));
@@ -394,18 +401,7 @@ TEST_P(Zero1ExpertParallel, IsBitForBitTheRunWithoutIt) {
       EXPECT_EQ(a.grads[s], b.grads[s]) << "rank " << rank << " step " << s + 1;
     }
   }
-  const auto ckpt = [&](const std::string& suffix) {
-    return load_checkpoint((std::filesystem::path(box.config().run_dir + suffix) / "checkpoints" /
-                            "step_00000005").string());
-  };
-  const Checkpoint a = ckpt("_ep"), b = ckpt("_zero1");
-  ASSERT_EQ(a.optimizer.size(), b.optimizer.size());
-  for (size_t i = 0; i < a.optimizer.size(); ++i) {
-    EXPECT_EQ(b.optimizer[i].name(), a.optimizer[i].name());
-    EXPECT_EQ(b.optimizer[i].to_vector<float>(), a.optimizer[i].to_vector<float>()) << a.optimizer[i].name();
-  }
-  for (size_t i = 0; i < a.model.size(); ++i)
-    EXPECT_EQ(b.model[i].to_vector<float>(), a.model[i].to_vector<float>()) << a.model[i].name();
+  expect_same_checkpoint(box.config().run_dir + "_ep", box.config().run_dir + "_zero1", 5);
 
   // Stopped after step 2 and resumed: the same last three steps, on every rank.
   c.run_dir = box.config().run_dir + "_stopped";
