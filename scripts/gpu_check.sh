@@ -17,10 +17,11 @@
 # and ends with `N passed, N failed`. Copy the JSON files into bench/results/ and commit them.
 # GPU_CHECK_PARTS (default "tests train bench peer sanitizers"; peer = equivalence throughput;
 # two more need wiki100m in the bundle, scripts/device_bundle.sh --wiki, and are asked for by
-# name: "small", configs/small.toml trained whole on the GPU, about 8 minutes, and "routers",
-# every router on the small config for 200 steps, about 5 minutes; their summaries go into
-# gpu_check.json's "runs") runs only the parts it names (PEER_IMPLS, default remoe,eager,compile, narrows throughput,
-# PEER_CONFIG and PEER_SET change its config;
+# name: "small", configs/small.toml trained whole on the GPU, about 8 minutes over two
+# commands, and "routers", every router on the small config for 200 steps, about 5 minutes;
+# their summaries go into gpu_check.json's "runs") runs only the parts it names
+# (PEER_IMPLS, default remoe,eager,compile, narrows throughput, PEER_CONFIG and PEER_SET
+# change its config;
 # SANITIZER_FILTER, a gtest filter, replaces the sanitizers' default set of tests),
 # e.g. to split a run over several commands (all of it takes longer than one command's 10
 # minutes). On the first H200 (2026-11-23): tests 20 s, train 15 s, bench 80 s, peer 5 min,
@@ -117,25 +118,24 @@ small_config=${SMALL_CONFIG:-configs/small.toml}
 
 # The CUDA backend's acceptance: configs/small.toml (d 512, 8 layers, E 8, 32K tokens a step,
 # 5000 steps: about 8 minutes on an H200) trained on the GPU, its sparsity against 1 − k/E
-# ± 0.02; then SMALL_CPU_STEPS (default 3) steps of it as a run of its own on the GPU (bf16) and
-# on the CPU (f32), whose losses gpu_check.json puts side by side. SMALL_STEPS shortens the
-# whole run; SMALL_TIMEOUT (default 540 s) bounds it.
+# ± 0.02. First, SMALL_CPU_STEPS (default 2) steps of it with SMALL_CPU_BATCH (default 1)
+# sequence a step, as a run of its own on the GPU (bf16) and on the CPU (f32), whose losses
+# gpu_check.json puts side by side (the same short schedule: a step's learning rate depends on
+# train.steps). The CPU cannot take the config's own 32 sequences: ReLU routing starts dense,
+# so its first step routes every token to all 8 experts, which took over 11 minutes and 17 GB
+# on 2 cores here before it was stopped, and 3 steps of 2 sequences took 14 minutes there
+# (the device has 16 cores). Then the whole run, bounded by SMALL_TIMEOUT
+# (default 420 s, so the part fits one command): it takes two commands, the second resuming
+# from the checkpoint the first one's timeout left (the short runs, complete, return at once).
+# SMALL_STEPS shortens the whole run.
 if [[ $parts == *" small "* ]] && wiki=$(wiki_text); then
-  start=$(date +%s)
-  timeout "${SMALL_TIMEOUT:-540}" "$HERE/bin/remoe" train --config "$ROOT/$small_config" \
-    --data.path="$wiki" --log.run_dir="$HERE/runs/small" --log.every=250 \
-    ${SMALL_STEPS:+--train.steps=$SMALL_STEPS} > "$HERE/runs.small.log" 2>&1
-  echo "gpu_check: small on the GPU exited $? after $(( $(date +%s) - start )) s"
-  tail -n 3 "$HERE/runs.small.log"
-  summarize small "$HERE/runs/small"
-  # The first steps on both devices, with the same (short) schedule: the learning rate of a
-  # step depends on train.steps.
   for dev in cuda cpu; do
     start=$(date +%s)
-    timeout 300 "$HERE/bin/remoe" train --config "$ROOT/$small_config" --data.path="$wiki" \
-      --train.device=$dev --train.steps="${SMALL_CPU_STEPS:-3}" --eval.batches=1 \
+    timeout 360 "$HERE/bin/remoe" train --config "$ROOT/$small_config" --data.path="$wiki" \
+      --train.device=$dev --train.steps="${SMALL_CPU_STEPS:-2}" \
+      --train.batch_size="${SMALL_CPU_BATCH:-1}" --eval.batches=1 \
       --log.run_dir="$HERE/runs/small_first_$dev" > "$HERE/runs.small_first_$dev.log" 2>&1
-    echo "gpu_check: small, first ${SMALL_CPU_STEPS:-3} steps on $dev, exited $? after $(( $(date +%s) - start )) s"
+    echo "gpu_check: small, first ${SMALL_CPU_STEPS:-2} steps on $dev, exited $? after $(( $(date +%s) - start )) s"
   done
   python3 - "$HERE/runs/small_first_cuda/metrics.jsonl" "$HERE/runs/small_first_cpu/metrics.jsonl" \
     > "$summaries/small_vs_cpu.json" <<'PY'
@@ -150,6 +150,13 @@ print(json.dumps({"steps": both, "gpu_bf16": [gpu[s] for s in both], "cpu_f32": 
                   "max_abs_diff": max((abs(gpu[s] - cpu[s]) for s in both), default=None)}))
 PY
   echo "gpu_check: small, GPU vs CPU: $(cat "$summaries/small_vs_cpu.json")"
+  start=$(date +%s)
+  timeout "${SMALL_TIMEOUT:-420}" "$HERE/bin/remoe" train --config "$ROOT/$small_config" \
+    --data.path="$wiki" --log.run_dir="$HERE/runs/small" --log.every=250 \
+    ${SMALL_STEPS:+--train.steps=$SMALL_STEPS} > "$HERE/runs.small.log" 2>&1
+  echo "gpu_check: small on the GPU exited $? after $(( $(date +%s) - start )) s"
+  tail -n 3 "$HERE/runs.small.log"
+  summarize small "$HERE/runs/small"
 fi
 
 # Every router and router option of model/README.md's table on the small config, ROUTER_STEPS
