@@ -271,6 +271,19 @@ struct Sharding {
   }
 };
 
+// AdamW's weight decay per parameter: none on the 1-D ones (norms).
+std::vector<bool> decay_flags(const std::vector<Tensor>& params) {
+  std::vector<bool> d;
+  for (const Tensor& p : params) d.push_back(p.ndim() >= 2);
+  return d;
+}
+
+std::map<std::string, Tensor> by_name(const std::vector<Tensor>& ts) {
+  std::map<std::string, Tensor> out;
+  for (const Tensor& t : ts) out.emplace(t.name(), t);
+  return out;
+}
+
 // ZeRO-1 (dist.zero1): AdamW's moments sharded over the ranks that share their parameters
 // (dist/zero.h), so each moment lives on one of them. Without expert parallelism one
 // ShardedAdamW over the job holds every parameter's. With it, one over the job holds the
@@ -284,11 +297,11 @@ class Zero1 {
   Zero1(dist::Communicator& job, dist::Communicator* replicas, const std::vector<Tensor>& params,
         const std::vector<Tensor>& replicated, const std::vector<Tensor>& experts,
         const Sharding& blocks)
-      : main_(job, replicated, decay_of(replicated)) {
+      : main_(job, replicated, decay_flags(replicated)) {
     for (const char* suffix : {".m", ".v"})
       for (const Tensor& p : params) order_.push_back(p.name() + suffix);
     if (experts.empty()) return;
-    experts_.emplace(replicas ? *replicas : alone_, experts, decay_of(experts));
+    experts_.emplace(replicas ? *replicas : alone_, experts, decay_flags(experts));
     blocks_ = blocks;
     blocks_.sharded.assign(2 * experts.size(), true);  // every moment of an expert
   }
@@ -323,11 +336,10 @@ class Zero1 {
   }
   // Keeps this rank's share of whole moments laid out as empty_state() returns them.
   void load_state(const std::vector<Tensor>& full) {
-    std::map<std::string, Tensor> by_name;
-    for (const Tensor& t : full) by_name.emplace(t.name(), t);
+    const std::map<std::string, Tensor> named = by_name(full);
     const auto pick = [&](const std::vector<Tensor>& like) {
       std::vector<Tensor> out;
-      for (const Tensor& t : like) out.push_back(by_name.at(t.name()));
+      for (const Tensor& t : like) out.push_back(named.at(t.name()));
       return out;
     };
     main_.load_state(pick(main_.empty_state()));
@@ -338,16 +350,10 @@ class Zero1 {
   }
 
  private:
-  static std::vector<bool> decay_of(const std::vector<Tensor>& ps) {
-    std::vector<bool> d;  // AdamW's weight decay: none on 1-D parameters (norms)
-    for (const Tensor& p : ps) d.push_back(p.ndim() >= 2);
-    return d;
-  }
   std::vector<Tensor> in_order(const std::vector<Tensor>& ts) const {
-    std::map<std::string, Tensor> by_name;
-    for (const Tensor& t : ts) by_name.emplace(t.name(), t);
+    const std::map<std::string, Tensor> named = by_name(ts);
     std::vector<Tensor> out;
-    for (const std::string& n : order_) out.push_back(by_name.at(n));
+    for (const std::string& n : order_) out.push_back(named.at(n));
     return out;
   }
 
@@ -466,13 +472,11 @@ RunResult run_training(const TrainConfig& config_in, dist::Communicator& comm,
     if (i < replicated.size()) buckets->ready(i);
     else expert_buckets->ready(i - replicated.size());
   };
-  std::vector<bool> decay;  // AdamW's weight decay: none on 1-D parameters (norms)
-  for (const Tensor& p : params) decay.push_back(p.ndim() >= 2);
+  const std::vector<bool> decay = decay_flags(params);
   // ZeRO-1: each rank keeps AdamW's moments for its share of the parameters.
   std::optional<Zero1> zero;
   if (c.zero1 && reduce)
-    zero.emplace(comm, expert_replicas.get(), params, ep.enabled() ? replicated : params, sharded,
-                 sharding);
+    zero.emplace(comm, expert_replicas.get(), params, replicated, sharded, sharding);
   int64_t start = 0;
 
   if (lead) fs::create_directories(c.run_dir);
